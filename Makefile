@@ -1,0 +1,39 @@
+# The two commands that matter: `make demo` starts everything, `make test` runs the tests.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+BENCH_RECORDS ?= 100000
+
+.PHONY: demo test bench lint venv lock clean
+
+venv: $(STAMP)
+
+# The virtual environment, from the lock file; rebuilt when the lock or the project metadata change.
+$(STAMP): requirements.lock pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements.lock
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps -e .
+	touch $(STAMP)
+
+demo: venv
+	SYNCPLANE_DEMO=1 $(BIN)/syncplane demo
+
+test: venv
+	$(BIN)/pytest
+
+bench: venv
+	$(BIN)/syncplane bench servicenow --records $(BENCH_RECORDS) --json var/bench-servicenow.json
+
+lint: venv
+	$(BIN)/ruff check .
+
+# Re-pin every dependency after changing pyproject.toml (needs the package registry).
+lock:
+	rm -rf .lock-venv && $(PYTHON) -m venv .lock-venv
+	.lock-venv/bin/pip install --quiet -e '.[dev]'
+	.lock-venv/bin/pip freeze --exclude-editable > requirements.lock
+	rm -rf .lock-venv
+
+clean:
+	rm -rf $(VENV) var

@@ -1,0 +1,115 @@
+from django.utils import timezone
+from django_filters import rest_framework as filters
+from drf_spectacular.utils import OpenApiResponse, extend_schema
+from rest_framework import mixins, status, viewsets
+from rest_framework.decorators import action
+from rest_framework.response import Response
+from rest_framework.reverse import reverse
+from rest_framework.views import APIView
+
+from syncplane.core import roles
+from syncplane.integrations.api import serializers
+from syncplane.integrations.choices import Trigger
+from syncplane.integrations.engine import SyncAlreadyRunning, build_connector, start_sync
+from syncplane.integrations.errors import IntegrationError
+from syncplane.integrations.models import ExternalSystem, IntegrationSyncLog
+from syncplane.integrations.registry import get_connector_class, registered_types
+from syncplane.integrations.tasks import queue_sync
+
+
+class IntegrationFilter(filters.FilterSet):
+    class Meta:
+        model = ExternalSystem
+        fields = ["system_type", "category", "enabled", "last_sync_status"]
+
+
+class IntegrationViewSet(viewsets.ModelViewSet):
+    """Integrations: admins manage them; operators test and sync them; viewers read them."""
+
+    queryset = ExternalSystem.objects.live()
+    serializer_class = serializers.IntegrationSerializer
+    filterset_class = IntegrationFilter
+    search_fields = ["name", "base_url"]
+    ordering_fields = ["name", "created_at", "last_sync_at"]
+    action_roles = {"test": roles.OPERATOR, "sync": roles.OPERATOR}
+
+    def perform_destroy(self, instance):
+        # Its sync logs and asset sources are evidence: keep them, retire the integration.
+        instance.archived_at = timezone.now()
+        instance.enabled = False
+        instance.save(update_fields=["archived_at", "enabled", "updated_at"])
+
+    @extend_schema(request=None, responses=serializers.ConnectionTestSerializer)
+    @action(detail=True, methods=["post"])
+    def test(self, request, pk=None):
+        """Try the connection: authenticate and read one record. A failure is an answer, not an error."""
+        system = self.get_object()
+        try:
+            with build_connector(system) as connector:
+                result = connector.test_connection()
+        except IntegrationError as exc:
+            return Response({"ok": False, "message": str(exc), "error_kind": exc.kind})
+        return Response({"ok": result.ok, "message": result.message, "details": result.details})
+
+    @extend_schema(
+        request=serializers.SyncRequestSerializer,
+        responses={
+            202: serializers.SyncAcceptedSerializer,
+            409: OpenApiResponse(description="A sync of this integration is already queued or running."),
+        },
+    )
+    @action(detail=True, methods=["post"])
+    def sync(self, request, pk=None):
+        """Queue a sync. Answers 202 with the sync log to watch, or 409 while one is already going."""
+        system = self.get_object()
+        body = serializers.SyncRequestSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        mode, dry_run = body.validated_data["mode"], body.validated_data["dry_run"]
+        connector = get_connector_class(system.system_type)
+        if not connector.supports(mode):
+            return Response({"mode": [f"{connector.display_name} does not support {mode} syncs"]},
+                            status=status.HTTP_400_BAD_REQUEST)
+        try:
+            log = start_sync(system, mode=mode, dry_run=dry_run, trigger=Trigger.MANUAL,
+                             requested_by=request.user.get_username())
+        except SyncAlreadyRunning as exc:
+            return Response({"detail": str(exc), "sync_log_id": exc.log.pk}, status=status.HTTP_409_CONFLICT)
+        queue_sync(log.pk)
+        url = reverse("integration-sync-log-detail", args=[log.pk], request=request)
+        return Response({"sync_log_id": log.pk, "status": log.status, "url": url},
+                        status=status.HTTP_202_ACCEPTED)
+
+    @extend_schema(responses=serializers.SyncLogSerializer(many=True))
+    @action(detail=True, methods=["get"])
+    def logs(self, request, pk=None):
+        """The sync history of this integration, newest first."""
+        system = self.get_object()
+        page = self.paginate_queryset(IntegrationSyncLog.objects.filter(external_system=system))
+        return self.get_paginated_response(serializers.SyncLogSerializer(page, many=True).data)
+
+
+class SyncLogFilter(filters.FilterSet):
+    class Meta:
+        model = IntegrationSyncLog
+        fields = ["external_system", "status", "mode", "dry_run", "trigger"]
+
+
+class IntegrationSyncLogViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
+    """Sync logs: the immutable evidence of every run. Read-only by design."""
+
+    queryset = IntegrationSyncLog.objects.all()
+    filterset_class = SyncLogFilter
+    ordering_fields = ["queued_at", "finished_at"]
+
+    def get_serializer_class(self):
+        if self.action == "retrieve":
+            return serializers.SyncLogDetailSerializer
+        return serializers.SyncLogSerializer
+
+
+class IntegrationTypesView(APIView):
+    """The connectors this server has, with the JSON Schemas of their config and credentials."""
+
+    @extend_schema(responses=serializers.IntegrationTypeSerializer(many=True))
+    def get(self, request):
+        return Response([cls.describe() for cls in registered_types().values()])

@@ -1,0 +1,200 @@
+"""The connector contract.
+
+A connector knows one vendor: how to authenticate, how to page, and how to map a vendor record to a
+canonical record. It knows nothing of the database: the sync engine streams its pages and does the writing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import httpx
+import jsonschema
+
+from syncplane.integrations.choices import AuthType
+from syncplane.integrations.errors import ConfigurationError
+
+# Which credential fields each auth type needs; `secret` fields are stored only as secret references.
+CREDENTIAL_FIELDS: dict[str, dict[str, bool]] = {
+    AuthType.BASIC: {"username": False, "password": True},
+    AuthType.BEARER: {"token": True},
+    AuthType.OAUTH2_CLIENT_CREDENTIALS: {"client_id": False, "client_secret": True},
+    AuthType.OAUTH2_PASSWORD: {"client_id": False, "client_secret": True, "username": False, "password": True},
+    AuthType.NONE: {},
+}
+
+
+def credential_schema(auth_types: tuple[str, ...]) -> dict:
+    """JSON Schema of the credentials, per auth type; secret fields carry "x-secret": true."""
+    return {
+        auth_type: {
+            "type": "object",
+            "properties": {
+                name: {"type": "string", "minLength": 1, **({"x-secret": True} if secret else {})}
+                for name, secret in CREDENTIAL_FIELDS[auth_type].items()
+            },
+            "required": list(CREDENTIAL_FIELDS[auth_type]),
+            "additionalProperties": False,
+        }
+        for auth_type in auth_types
+    }
+
+
+def is_secret_field(auth_type: str, name: str) -> bool:
+    return CREDENTIAL_FIELDS.get(auth_type, {}).get(name, True)
+
+
+@dataclass
+class ConnectorContext:
+    """What a connector is given: never a model, so connectors stay free of the database."""
+
+    base_url: str
+    auth_type: str
+    config: dict
+    credentials: dict[str, str]  # field -> secret reference or plain (non-secret) value
+    resolve_secret: Callable[[str], str]
+    name: str = ""
+
+    def credential(self, name: str) -> str:
+        value = self.credentials.get(name)
+        if not value:
+            raise ConfigurationError(f"credential '{name}' is not set")
+        return self.resolve_secret(value) if is_secret_field(self.auth_type, name) else value
+
+    def secret_values(self) -> list[str]:
+        """Resolved secrets, for redaction; resolving them is cheap after the first time."""
+        values = []
+        for name, ref in self.credentials.items():
+            if ref and is_secret_field(self.auth_type, name):
+                try:
+                    values.append(self.resolve_secret(ref))
+                except Exception:  # noqa: S112 - an unresolvable secret cannot leak either
+                    continue
+        return values
+
+
+@dataclass
+class Page:
+    """One page of raw records and where to continue once it is committed."""
+
+    records: list[dict]
+    resume: dict | None = None  # None: this was the last page
+    cursor: Any = None  # the incremental cursor after this page (greatest change marker seen so far)
+    total: int | None = None  # total the source announced, when it does
+
+
+@dataclass
+class MappedRecord:
+    external_id: str
+    attributes: dict
+    raw: dict = field(repr=False, default_factory=dict)
+
+
+@dataclass
+class ConnectionResult:
+    ok: bool
+    message: str
+    details: dict = field(default_factory=dict)
+
+
+class Connector:
+    system_type: ClassVar[str]
+    category: ClassVar[str]
+    display_name: ClassVar[str]
+    record_kind: ClassVar[str] = "asset"
+    auth_types: ClassVar[tuple[str, ...]] = (AuthType.BASIC,)
+    capabilities: ClassVar[frozenset[str]] = frozenset({"test_connection", "full", "dry_run"})
+    config_schema: ClassVar[dict] = {"type": "object", "properties": {}, "additionalProperties": False}
+
+    def __init__(self, context: ConnectorContext):
+        self.context = context
+        self.config = self.validated_config(context.config)
+
+    # --- description -----------------------------------------------------------------------------
+    @classmethod
+    def describe(cls) -> dict:
+        return {
+            "system_type": cls.system_type,
+            "display_name": cls.display_name,
+            "category": cls.category,
+            "record_kind": cls.record_kind,
+            "auth_types": list(cls.auth_types),
+            "capabilities": sorted(cls.capabilities),
+            "config_schema": cls.config_schema,
+            "credential_schema": credential_schema(cls.auth_types),
+        }
+
+    @classmethod
+    def validated_config(cls, config: dict | None) -> dict:
+        """The config with defaults filled in; raises ConfigurationError naming the field and the reason."""
+        config = dict(config or {})
+        validator = jsonschema.Draft202012Validator(cls.config_schema)
+        errors = sorted(validator.iter_errors(config), key=lambda e: list(e.path))
+        if errors:
+            raise ConfigurationError("; ".join(_describe_schema_error(e) for e in errors))
+        for name, prop in cls.config_schema.get("properties", {}).items():
+            if name not in config and "default" in prop:
+                config[name] = prop["default"]
+        return config
+
+    @classmethod
+    def supports(cls, capability: str) -> bool:
+        return capability in cls.capabilities
+
+    # --- behaviour every connector implements ----------------------------------------------------
+    def test_connection(self) -> ConnectionResult:
+        raise NotImplementedError
+
+    def fetch(self, mode: str, cursor: Any = None, resume: dict | None = None) -> Iterator[Page]:
+        """Yield pages. `cursor` is the committed incremental cursor; `resume` a page's resume token."""
+        raise NotImplementedError
+
+    def map_record(self, raw: dict) -> MappedRecord:
+        """Pure: vendor record -> canonical record. Raises RecordError for a record that cannot be used."""
+        raise NotImplementedError
+
+    def external_id(self, raw: Any) -> str:
+        """The record's id for the error log, when a record fails before it is mapped; "" if unknown."""
+        return ""
+
+    def close(self) -> None:
+        """Release connections."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def _describe_schema_error(error: jsonschema.ValidationError) -> str:
+    where = ".".join(str(p) for p in error.absolute_path) or "config"
+    return f"{where}: {error.message}"
+
+
+def build_auth(context: ConnectorContext, *, token_url: str | None = None) -> httpx.Auth | None:
+    """The httpx auth for the integration's auth type (shared by every HTTP connector)."""
+    from syncplane.integrations import auth
+
+    kind = context.auth_type
+    if kind == AuthType.BASIC:
+        return auth.basic_auth(context.credential("username"), context.credential("password"))
+    if kind == AuthType.BEARER:
+        return auth.BearerTokenAuth(context.credential("token"))
+    if kind in (AuthType.OAUTH2_CLIENT_CREDENTIALS, AuthType.OAUTH2_PASSWORD):
+        if not token_url:
+            raise ConfigurationError(f"{kind} needs a token URL")
+        password_grant = kind == AuthType.OAUTH2_PASSWORD
+        return auth.OAuth2Auth(
+            token_url,
+            context.credential("client_id"),
+            context.credential("client_secret"),
+            grant="password" if password_grant else "client_credentials",
+            username=context.credential("username") if password_grant else None,
+            password=context.credential("password") if password_grant else None,
+        )
+    if kind == AuthType.NONE:
+        return None
+    raise ConfigurationError(f"auth type {kind!r} is not supported")

@@ -1,0 +1,81 @@
+from django.db import models
+
+
+class SystemType(models.TextChoices):
+    SERVICENOW_CMDB = "servicenow_cmdb", "ServiceNow CMDB"
+    JIRA_ASSETS = "jira_assets", "Jira Assets"
+    FRESHSERVICE_CMDB = "freshservice_cmdb", "Freshservice CMDB"
+    SERVICENOW_ITSM = "servicenow_itsm", "ServiceNow ITSM"
+    JIRA_SERVICE_MANAGEMENT = "jira_service_management", "Jira Service Management"
+    FRESHSERVICE_ITSM = "freshservice_itsm", "Freshservice ITSM"
+    ENTRA_ID = "entra_id", "Entra ID"
+    ACTIVE_DIRECTORY = "active_directory", "Active Directory"
+    APPLE_BUSINESS_MANAGER = "apple_business_manager", "Apple Business Manager"
+    ANDROID_ENTERPRISE = "android_enterprise", "Android Enterprise"
+    DATADOG = "datadog", "Datadog"
+    SPLUNK_HEC = "splunk_hec", "Splunk HEC"
+    ELASTIC = "elastic", "Elastic"
+    DEFENDER_ENDPOINT = "defender_endpoint", "Defender for Endpoint"
+    TRIVY = "trivy", "Trivy"
+    GRYPE = "grype", "Grype"
+    SNYK = "snyk", "Snyk"
+
+
+class Category(models.TextChoices):
+    CMDB = "cmdb", "CMDB"
+    ITSM = "itsm", "ITSM"
+    IDENTITY = "identity", "Identity"
+    MDM = "mdm", "MDM"
+    MONITORING = "monitoring", "Monitoring"
+    SECURITY = "security", "Security"
+
+
+class AuthType(models.TextChoices):
+    BASIC = "basic", "HTTP Basic"
+    BEARER = "bearer", "Bearer / API token"
+    OAUTH2_CLIENT_CREDENTIALS = "oauth2_client_credentials", "OAuth 2.0 client credentials"
+    OAUTH2_PASSWORD = "oauth2_password", "OAuth 2.0 password grant"
+    NONE = "none", "None"
+
+
+class SyncMode(models.TextChoices):
+    FULL = "full", "Full"
+    INCREMENTAL = "incremental", "Incremental"
+
+
+class Trigger(models.TextChoices):
+    MANUAL = "manual", "Manual (API or UI)"
+    SCHEDULE = "schedule", "Schedule"
+    CLI = "cli", "Command line"
+
+
+class RunStatus(models.TextChoices):
+    QUEUED = "queued", "Queued"
+    RUNNING = "running", "Running"
+    SUCCESS = "success", "Success"
+    PARTIAL = "partial", "Partial"
+    FAILED = "failed", "Failed"
+
+
+ACTIVE_RUN_STATUSES = (RunStatus.QUEUED, RunStatus.RUNNING)
+FINISHED_RUN_STATUSES = (RunStatus.SUCCESS, RunStatus.PARTIAL, RunStatus.FAILED)
+
+
+class ErrorKind(models.TextChoices):
+    TRANSIENT = "transient", "Transient"
+    PERMANENT = "permanent", "Permanent"
+    POLICY = "policy", "Policy violation"
+
+
+class RecordAction(models.TextChoices):
+    CREATE = "create", "Create"
+    UPDATE = "update", "Update"
+    DELETE = "delete", "Delete"
+    RESTORE = "restore", "Restore"
+    NONE = "none", "None"
+
+
+class RecordStatus(models.TextChoices):
+    APPLIED = "applied", "Applied"
+    PLANNED = "planned", "Planned (dry run)"
+    FAILED = "failed", "Failed"

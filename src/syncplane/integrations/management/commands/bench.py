@@ -1,0 +1,228 @@
+"""`syncplane bench servicenow --records N`: the sync engine measured against its own floor, in one run.
+
+Every figure comes from the same process, database and simulator, so the ratios between them mean
+something on any machine; the absolute times only describe this one.
+"""
+
+import json
+import os
+import platform
+import socket
+import subprocess
+import sys
+import time
+import tracemalloc
+from contextlib import contextmanager
+
+import httpx
+from django.conf import settings
+from django.core.management.base import BaseCommand, CommandError
+from django.db import connection
+from django.utils import timezone
+
+from syncplane.integrations.choices import AuthType, RunStatus, SystemType
+from syncplane.integrations.engine import build_connector, run_sync, start_sync
+from syncplane.integrations.models import ExternalSystem
+from syncplane.integrations.secrets import to_reference
+from syncplane.inventory.models import Asset, AssetSource
+from syncplane.inventory.sink import fingerprint
+
+PAGE_SIZE = 1000
+TARGETS = {  # ratio name -> (limit, "max" or "min")
+    "naive / full": (20.0, "min"),
+    "full / fetch floor": (2.5, "max"),
+    "re-sync / full": (0.5, "max"),
+    "incremental 1% / full": (0.05, "max"),
+    "peak memory N / N/10": (1.3, "max"),
+}
+
+
+class Command(BaseCommand):
+    help = "Benchmark a connector through the sync engine against its simulator (see docs/performance.md)."
+
+    def add_arguments(self, parser):
+        parser.add_argument("target", choices=["servicenow"])
+        parser.add_argument("--records", type=int, default=100_000)
+        parser.add_argument("--json", dest="json_path", help="Also write the results to this JSON file")
+
+    def handle(self, *args, target, records, json_path, **options):
+        if records < 100:
+            raise CommandError("--records must be at least 100")
+        os.environ["SYNCPLANE_ALLOW_INSECURE_OUTBOUND"] = "1"
+        settings.SYNCPLANE_ALLOW_INSECURE_OUTBOUND = True
+        test_db = _bench_database()
+        try:
+            with simulator(records) as big, simulator(records // 10) as small:
+                results = Bench(self.stdout, records).run(big, small)
+        finally:
+            connection.creation.destroy_test_db(test_db, verbosity=0)
+        self.stdout.write(render(results))
+        if json_path:
+            with open(json_path, "w") as handle:
+                json.dump(results, handle, indent=2)
+            self.stdout.write(f"\nwrote {json_path}")
+
+
+def _bench_database() -> str:
+    """A fresh database of its own, so a benchmark never touches real data (created like a test database)."""
+    if connection.vendor == "sqlite":
+        connection.settings_dict["TEST"]["NAME"] = str(settings.DATA_DIR / "bench.sqlite3")
+    old_name = connection.settings_dict["NAME"]
+    connection.creation.create_test_db(verbosity=0, autoclobber=True, serialize=False)
+    return old_name
+
+
+@contextmanager
+def simulator(records: int):
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    process = subprocess.Popen(
+        [sys.executable, "-m", "syncplane", "simulate", "--port", str(port), "--records", str(records),
+         "--seed", "1"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(200):
+            try:
+                httpx.get(f"{url}/servicenow/_control/state", timeout=1).raise_for_status()
+                break
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        else:
+            raise CommandError("the simulator did not start")
+        yield url
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+class Bench:
+    def __init__(self, stdout, records: int):
+        self.stdout = stdout
+        self.records = records
+        self.count = 0
+
+    def say(self, text: str) -> None:
+        self.stdout.write(text)
+        self.stdout.flush()
+
+    def integration(self, simulator_url: str) -> ExternalSystem:
+        self.count += 1
+        return ExternalSystem.objects.create(
+            name=f"bench {self.count}",
+            system_type=SystemType.SERVICENOW_CMDB,
+            category="cmdb",
+            base_url=f"{simulator_url}/servicenow",
+            auth_type=AuthType.BASIC,
+            credentials={"username": "syncplane.integration", "password": to_reference("demo-password")},
+            config={"page_size": PAGE_SIZE, "rate_limit_per_second": 1000},
+        )
+
+    def timed_sync(self, system, label: str, **kwargs) -> tuple[float, object]:
+        started = time.perf_counter()
+        log = run_sync(start_sync(system, **kwargs).pk)
+        seconds = time.perf_counter() - started
+        if log.status != RunStatus.SUCCESS:
+            raise CommandError(f"{label}: sync ended {log.status}: {log.error_summary}")
+        self.say(f"  {label:<28} {seconds:8.2f} s  (read {log.records_read}, created {log.records_created}, "
+                 f"updated {log.records_updated}, unchanged {log.records_unchanged})")
+        return seconds, log
+
+    def run(self, big: str, small: str) -> dict:
+        n = self.records
+        self.say(f"Benchmark: ServiceNow CMDB, N = {n:,}, page size {PAGE_SIZE}, {connection.vendor}")
+        system = self.integration(big)
+        floor = self.fetch_floor(system)
+        full, _ = self.timed_sync(system, "full sync")
+        resync, _ = self.timed_sync(system, "re-sync, nothing changed")
+        httpx.post(f"{big}/servicenow/_control/touch", json={"count": n // 100}, timeout=60).raise_for_status()
+        incremental, _ = self.timed_sync(system, "incremental after 1% changed", mode="incremental")
+        naive = self.naive(self.integration(big), n // 10) * 10
+        self.say(f"  {'naive update_or_create (x10)':<28} {naive:8.2f} s")
+        peak_small = self.peak_memory(self.integration(small), "peak memory at N/10")
+        peak_big = self.peak_memory(self.integration(big), "peak memory at N")
+        return {
+            "records": n,
+            "database": connection.vendor,
+            "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
+            f"{platform.system()} {platform.release()}",
+            "date": timezone.now().date().isoformat(),
+            "seconds": {
+                "fetch floor": round(floor, 3),
+                "full sync": round(full, 3),
+                "re-sync": round(resync, 3),
+                "incremental 1%": round(incremental, 3),
+                "naive (scaled)": round(naive, 3),
+            },
+            "peak_memory_mib": {"N": round(peak_big, 1), "N/10": round(peak_small, 1)},
+            "ratios": {
+                "naive / full": round(naive / full, 2),
+                "full / fetch floor": round(full / floor, 2),
+                "re-sync / full": round(resync / full, 3),
+                "incremental 1% / full": round(incremental / full, 4),
+                "peak memory N / N/10": round(peak_big / peak_small, 2),
+            },
+        }
+
+    def fetch_floor(self, system) -> float:
+        """The same pages fetched and parsed, nothing mapped or written: what any sync must at least pay."""
+        started = time.perf_counter()
+        read = 0
+        with build_connector(system) as connector:
+            for page in connector.fetch("full"):
+                read += len(page.records)
+        seconds = time.perf_counter() - started
+        self.say(f"  {'fetch-only floor':<28} {seconds:8.2f} s  (read {read})")
+        return seconds
+
+    def naive(self, system, limit: int) -> float:
+        """The obvious way: one update_or_create per record (on the first `limit` records, then scaled)."""
+        started = time.perf_counter()
+        done = 0
+        now = timezone.now()
+        with build_connector(system) as connector:
+            for page in connector.fetch("full"):
+                for raw in page.records:
+                    record = connector.map_record(raw)
+                    source = AssetSource.objects.filter(external_system=system,
+                                                        external_id=record.external_id).first()
+                    attributes = {k: v for k, v in record.attributes.items() if k != "last_seen_at"}
+                    values = {**attributes, "updated_at": now, "created_at": now}
+                    if source:
+                        asset, _ = Asset.objects.update_or_create(id=source.asset_id, defaults=values)
+                    else:
+                        asset = Asset.objects.create(**values)
+                    AssetSource.objects.update_or_create(
+                        external_system=system, external_id=record.external_id,
+                        defaults={"asset": asset, "attributes": record.attributes, "raw_payload": raw,
+                                  "fingerprint": fingerprint(record.attributes), "first_seen_at": now,
+                                  "last_seen_at": now, "updated_at": now},
+                    )
+                    done += 1
+                    if done >= limit:
+                        return time.perf_counter() - started
+        return time.perf_counter() - started
+
+    def peak_memory(self, system, label: str) -> float:
+        tracemalloc.start()
+        try:
+            log = run_sync(start_sync(system).pk)
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+        mib = peak / 2**20
+        self.say(f"  {label:<28} {mib:8.1f} MiB (read {log.records_read})")
+        return mib
+
+
+def render(results: dict) -> str:
+    lines = ["", f"{'ratio':<26}{'measured':>10}{'target':>12}  verdict"]
+    for name, measured in results["ratios"].items():
+        limit, kind = TARGETS[name]
+        ok = measured >= limit if kind == "min" else measured <= limit
+        target = f"{'>=' if kind == 'min' else '<='} {limit}"
+        lines.append(f"{name:<26}{measured:>10}{target:>12}  {'ok' if ok else 'MISSED'}")
+    return "\n".join(lines)

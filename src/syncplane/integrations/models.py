@@ -1,0 +1,251 @@
+import hashlib
+import json
+
+from django.db import models
+from django.db.models import Q
+from django.utils import timezone
+
+from syncplane.core.models import CorrelationIdModel, TimeStampedModel
+from syncplane.integrations.choices import (
+    ACTIVE_RUN_STATUSES,
+    FINISHED_RUN_STATUSES,
+    AuthType,
+    Category,
+    ErrorKind,
+    RecordAction,
+    RecordStatus,
+    RunStatus,
+    SyncMode,
+    SystemType,
+    Trigger,
+)
+
+
+class ExternalSystemQuerySet(models.QuerySet):
+    def live(self):
+        return self.filter(archived_at__isnull=True)
+
+
+class ExternalSystem(TimeStampedModel):
+    """One configured connection to an external system (an "integration")."""
+
+    name = models.CharField(max_length=100, help_text="A name unique among live integrations.")
+    system_type = models.CharField(max_length=40, choices=SystemType.choices)
+    category = models.CharField(max_length=20, choices=Category.choices, editable=False)
+    base_url = models.URLField(max_length=500, help_text="Root URL of the external API.")
+    auth_type = models.CharField(max_length=40, choices=AuthType.choices, default=AuthType.BASIC)
+    credentials = models.JSONField(
+        default=dict,
+        blank=True,
+        help_text="Secret references by field name (env:, file:, vault:, enc:). Never plain values.",
+    )
+    config = models.JSONField(default=dict, blank=True, help_text="Settings validated by the connector schema.")
+    enabled = models.BooleanField(default=True, help_text="Disabled integrations are not synced on schedule.")
+    sync_interval_minutes = models.PositiveIntegerField(
+        default=60, help_text="How often the schedule syncs this integration."
+    )
+    last_sync_at = models.DateTimeField(null=True, blank=True, editable=False)
+    last_sync_status = models.CharField(max_length=20, choices=RunStatus.choices, blank=True, editable=False)
+    last_error = models.TextField(blank=True, editable=False)
+    archived_at = models.DateTimeField(
+        null=True, blank=True, editable=False,
+        help_text="Set when the integration is deleted: its sync history and sources are kept as evidence.",
+    )
+
+    objects = ExternalSystemQuerySet.as_manager()
+
+    class Meta:
+        verbose_name = "integration"
+        constraints = [
+            models.UniqueConstraint(
+                fields=["name"], condition=Q(archived_at__isnull=True), name="unique_live_integration_name"
+            )
+        ]
+        ordering = ["name"]
+
+    def __str__(self):
+        return self.name
+
+    def is_due(self, now=None) -> bool:
+        now = now or timezone.now()
+        if self.last_sync_at is None:
+            return True
+        return (now - self.last_sync_at).total_seconds() >= self.sync_interval_minutes * 60
+
+
+class SyncState(models.Model):
+    """Where the next run starts: the committed incremental cursor and the checkpoint of an unfinished run."""
+
+    external_system = models.OneToOneField(ExternalSystem, on_delete=models.CASCADE, related_name="sync_state")
+    cursor = models.JSONField(
+        null=True, blank=True, help_text="Incremental cursor committed by the last successful run."
+    )
+    checkpoint = models.JSONField(
+        null=True, blank=True,
+        help_text="Progress of the unfinished run: saved after each committed page, cleared at the end.",
+    )
+    updated_at = models.DateTimeField(auto_now=True)
+
+    def __str__(self):
+        return f"sync state of {self.external_system}"
+
+
+class SyncLogQuerySet(models.QuerySet):
+    def active(self):
+        return self.filter(status__in=ACTIVE_RUN_STATUSES)
+
+    def finished(self):
+        return self.filter(status__in=FINISHED_RUN_STATUSES)
+
+
+class ImmutableRecordError(Exception):
+    pass
+
+
+class IntegrationSyncLog(CorrelationIdModel):
+    """The evidence of one sync run. Immutable once finished; finished logs of a system form a hash chain."""
+
+    external_system = models.ForeignKey(ExternalSystem, on_delete=models.PROTECT, related_name="sync_logs")
+    # Frozen at the time of the run, so the evidence reads the same after the integration is renamed.
+    system_name = models.CharField(max_length=100, editable=False)
+    system_type = models.CharField(max_length=40, choices=SystemType.choices, editable=False)
+    trigger = models.CharField(max_length=20, choices=Trigger.choices, default=Trigger.MANUAL)
+    mode = models.CharField(max_length=20, choices=SyncMode.choices, default=SyncMode.FULL)
+    dry_run = models.BooleanField(default=False)
+    requested_by = models.CharField(max_length=150, blank=True, help_text="User name of whoever asked for it.")
+    status = models.CharField(max_length=20, choices=RunStatus.choices, default=RunStatus.QUEUED)
+    resumed_from = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.PROTECT, related_name="+",
+        help_text="The interrupted run whose checkpoint this run continued from.",
+    )
+    queued_at = models.DateTimeField(default=timezone.now)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+    duration_ms = models.PositiveBigIntegerField(null=True, blank=True)
+    attempts = models.PositiveIntegerField(default=0)
+    pages = models.PositiveIntegerField(default=0)
+    total_expected = models.PositiveIntegerField(null=True, blank=True, help_text="Total the source announced.")
+    records_read = models.PositiveIntegerField(default=0)
+    records_created = models.PositiveIntegerField(default=0)
+    records_updated = models.PositiveIntegerField(default=0)
+    records_unchanged = models.PositiveIntegerField(default=0)
+    records_deleted = models.PositiveIntegerField(default=0)
+    records_failed = models.PositiveIntegerField(default=0)
+    error_kind = models.CharField(max_length=20, choices=ErrorKind.choices, blank=True)
+    error_summary = models.TextField(blank=True)
+    previous_hash = models.CharField(max_length=64, blank=True, editable=False)
+    hash = models.CharField(max_length=64, blank=True, editable=False)
+
+    objects = SyncLogQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-queued_at", "-id"]
+        constraints = [
+            # Single flight, enforced by the database so two triggers cannot race past each other.
+            models.UniqueConstraint(
+                fields=["external_system"],
+                condition=Q(status__in=ACTIVE_RUN_STATUSES),
+                name="one_active_sync_per_integration",
+            )
+        ]
+        indexes = [models.Index(fields=["external_system", "status"])]
+
+    def __str__(self):
+        return f"sync #{self.pk} of {self.system_name} ({self.status})"
+
+    @classmethod
+    def from_db(cls, db, field_names, values):
+        instance = super().from_db(db, field_names, values)
+        instance._stored_finished = instance.status in FINISHED_RUN_STATUSES
+        return instance
+
+    @property
+    def is_finished(self) -> bool:
+        return self.status in FINISHED_RUN_STATUSES
+
+    def save(self, *args, **kwargs):
+        if getattr(self, "_stored_finished", False):
+            raise ImmutableRecordError(f"sync log {self.pk} is finished and cannot be changed")
+        super().save(*args, **kwargs)
+        self._stored_finished = self.is_finished
+
+    def delete(self, *args, **kwargs):
+        if self.is_finished or getattr(self, "_stored_finished", False):
+            raise ImmutableRecordError(f"sync log {self.pk} is finished and cannot be deleted")
+        return super().delete(*args, **kwargs)
+
+    def evidence(self) -> dict:
+        """The fields the hash covers: everything a reader of the evidence relies on."""
+        return {
+            "id": self.pk,
+            "external_system_id": self.external_system_id,
+            "system_name": self.system_name,
+            "system_type": self.system_type,
+            "correlation_id": self.correlation_id,
+            "trigger": self.trigger,
+            "mode": self.mode,
+            "dry_run": self.dry_run,
+            "requested_by": self.requested_by,
+            "status": self.status,
+            "started_at": self.started_at.isoformat() if self.started_at else None,
+            "finished_at": self.finished_at.isoformat() if self.finished_at else None,
+            "counts": [
+                self.records_read, self.records_created, self.records_updated,
+                self.records_unchanged, self.records_deleted, self.records_failed,
+            ],
+            "error_kind": self.error_kind,
+            "error_summary": self.error_summary,
+            "previous_hash": self.previous_hash,
+        }
+
+    def compute_hash(self) -> str:
+        payload = json.dumps(self.evidence(), sort_keys=True, separators=(",", ":"), default=str)
+        return hashlib.sha256(payload.encode()).hexdigest()
+
+
+def verify_chain(external_system_id: int) -> int | None:
+    """The id of the first finished log whose hash or link does not hold, or None when the chain is intact."""
+    previous = ""
+    logs = (
+        IntegrationSyncLog.objects.finished()
+        .filter(external_system_id=external_system_id)
+        .order_by("finished_at", "id")
+    )
+    for log in logs.iterator():
+        if log.previous_hash != previous or log.hash != log.compute_hash():
+            return log.pk
+        previous = log.hash
+    return None
+
+
+class SyncRecordOutcome(models.Model):
+    """What happened to one record in one run. Written in bulk; only changes and failures get a row."""
+
+    sync_log = models.ForeignKey(IntegrationSyncLog, on_delete=models.PROTECT, related_name="outcomes")
+    external_id = models.CharField(max_length=255, blank=True)
+    action = models.CharField(max_length=20, choices=RecordAction.choices)
+    status = models.CharField(max_length=20, choices=RecordStatus.choices)
+    changes = models.JSONField(
+        null=True, blank=True, help_text="Field-level diff: {field: [old, new]} (updates and dry-run plans)."
+    )
+    reason = models.TextField(blank=True, help_text="Why the record failed.")
+    raw_payload = models.JSONField(null=True, blank=True, help_text="The record as received, for failures.")
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["id"]
+        indexes = [models.Index(fields=["sync_log", "status"])]
+
+    def __str__(self):
+        return f"{self.action} {self.external_id} ({self.status})"
+
+
+__all__ = [
+    "ExternalSystem",
+    "ImmutableRecordError",
+    "IntegrationSyncLog",
+    "SyncRecordOutcome",
+    "SyncState",
+    "verify_chain",
+]

@@ -1,0 +1,81 @@
+from django.db import models
+
+from syncplane.core.models import UUIDModel
+from syncplane.inventory.choices import AssetStatus, AssetType, ComplianceState
+
+# The canonical attributes of an asset, in the order the API shows them. A connector's mapping produces a
+# dict with (some of) these keys; the sync engine writes nothing else onto an Asset.
+CANONICAL_FIELDS = (
+    "name", "asset_type", "status", "serial_number", "asset_tag", "manufacturer", "model", "hostname", "fqdn",
+    "ip_address", "mac_address", "operating_system", "os_version", "owner_email", "location", "department",
+    "compliance_state", "compliance_score", "last_seen_at",
+)
+
+
+class Asset(UUIDModel):
+    """One thing in the estate, as reconciled from every source that knows it."""
+
+    name = models.CharField(max_length=255, blank=True)
+    asset_type = models.CharField(max_length=20, choices=AssetType.choices, default=AssetType.OTHER)
+    status = models.CharField(max_length=20, choices=AssetStatus.choices, default=AssetStatus.UNKNOWN)
+    serial_number = models.CharField(max_length=255, blank=True, db_index=True)
+    asset_tag = models.CharField(max_length=255, blank=True)
+    manufacturer = models.CharField(max_length=255, blank=True)
+    model = models.CharField(max_length=255, blank=True)
+    hostname = models.CharField(max_length=255, blank=True, db_index=True)
+    fqdn = models.CharField(max_length=255, blank=True)
+    ip_address = models.CharField(max_length=64, blank=True, help_text="IPv4 or IPv6 address, as reported.")
+    mac_address = models.CharField(max_length=64, blank=True, help_text="Normalised aa:bb:cc:dd:ee:ff.")
+    operating_system = models.CharField(max_length=255, blank=True)
+    os_version = models.CharField(max_length=255, blank=True)
+    owner_email = models.CharField(max_length=255, blank=True)
+    location = models.CharField(max_length=255, blank=True)
+    department = models.CharField(max_length=255, blank=True)
+    compliance_state = models.CharField(
+        max_length=20, choices=ComplianceState.choices, default=ComplianceState.UNKNOWN
+    )
+    compliance_score = models.PositiveSmallIntegerField(null=True, blank=True, help_text="0-100")
+    last_seen_at = models.DateTimeField(null=True, blank=True, help_text="When a source last saw the device.")
+    attribute_sources = models.JSONField(
+        default=dict, blank=True, help_text="For each attribute, the id of the source its value came from."
+    )
+    is_orphaned = models.BooleanField(
+        default=False, db_index=True, help_text="No live source knows this asset any more (never deleted)."
+    )
+    created_at = models.DateTimeField()
+    updated_at = models.DateTimeField()
+
+    class Meta:
+        ordering = ["name", "id"]
+        indexes = [models.Index(fields=["updated_at", "id"])]
+
+    def __str__(self):
+        return self.name or str(self.pk)
+
+
+class AssetSource(UUIDModel):
+    """What one external system says about one asset, with the raw record it said it in."""
+
+    asset = models.ForeignKey(Asset, on_delete=models.PROTECT, related_name="sources")
+    external_system = models.ForeignKey(
+        "integrations.ExternalSystem", on_delete=models.PROTECT, related_name="asset_sources"
+    )
+    external_id = models.CharField(max_length=255, help_text="The record's id in the external system.")
+    attributes = models.JSONField(default=dict, help_text="The record mapped to canonical attributes.")
+    raw_payload = models.JSONField(default=dict, help_text="The record as the external system sent it.")
+    fingerprint = models.CharField(max_length=32, help_text="Hash of the mapped attributes: unchanged = equal.")
+    first_seen_at = models.DateTimeField()
+    last_seen_at = models.DateTimeField(help_text="When a sync last read this record.")
+    updated_at = models.DateTimeField()
+    deleted_at = models.DateTimeField(
+        null=True, blank=True, help_text="When a complete full sync no longer found it in its system."
+    )
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["external_system", "external_id"], name="unique_source_record")
+        ]
+        indexes = [models.Index(fields=["external_system", "last_seen_at"])]
+
+    def __str__(self):
+        return f"{self.external_system_id}:{self.external_id}"

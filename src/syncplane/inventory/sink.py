@@ -1,0 +1,195 @@
+"""Writes one page of mapped asset records into the inventory, set-based.
+
+Per page: one query reads the existing sources of the page's records (id, fingerprint, deleted mark);
+records whose fingerprint is unchanged only get their last_seen_at moved, in one statement; new and changed
+records are written with executemany. Never one query per record.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from django.db.models import Exists, OuterRef
+
+from syncplane.core.bulk import Table, chunks
+from syncplane.integrations.base import MappedRecord
+from syncplane.integrations.choices import RecordAction
+from syncplane.integrations.errors import RecordError
+from syncplane.inventory.choices import AssetStatus, AssetType, ComplianceState
+from syncplane.inventory.models import CANONICAL_FIELDS, Asset, AssetSource
+from syncplane.inventory.reconcile import asset_values
+
+ASSET_COLUMNS = ("id", *CANONICAL_FIELDS, "attribute_sources", "is_orphaned", "created_at", "updated_at")
+ASSET_UPDATE_COLUMNS = (*CANONICAL_FIELDS, "attribute_sources", "is_orphaned", "updated_at")
+SOURCE_COLUMNS = (
+    "id", "asset_id", "external_system_id", "external_id", "attributes", "raw_payload", "fingerprint",
+    "first_seen_at", "last_seen_at", "updated_at", "deleted_at",
+)
+SOURCE_UPDATE_COLUMNS = ("attributes", "raw_payload", "fingerprint", "last_seen_at", "updated_at", "deleted_at")
+
+_KNOWN = frozenset(CANONICAL_FIELDS)
+_CHOICES = {
+    "asset_type": frozenset(AssetType.values),
+    "status": frozenset(AssetStatus.values),
+    "compliance_state": frozenset(ComplianceState.values),
+}
+
+
+def fingerprint(attributes: dict) -> str:
+    encoded = json.dumps(attributes, sort_keys=True, separators=(",", ":"), default=str, ensure_ascii=False)
+    return hashlib.blake2b(encoded.encode(), digest_size=16).hexdigest()
+
+
+@dataclass
+class PlannedChange:
+    external_id: str
+    action: str
+    changes: dict | None = None
+
+
+@dataclass
+class PagePlan:
+    creates: list[tuple[MappedRecord, str]] = field(default_factory=list)
+    updates: list[tuple[MappedRecord, str, tuple]] = field(default_factory=list)  # (record, fp, existing row)
+    unchanged_ids: list = field(default_factory=list)
+    changes: list[PlannedChange] = field(default_factory=list)
+
+    @property
+    def created(self) -> int:
+        return len(self.creates)
+
+    @property
+    def updated(self) -> int:
+        return len(self.updates)
+
+    @property
+    def unchanged(self) -> int:
+        return len(self.unchanged_ids)
+
+
+class AssetSink:
+    def __init__(self, external_system_id: int):
+        self.system_id = external_system_id
+        self.assets = Table(Asset, ASSET_COLUMNS)
+        self.asset_updates = Table(Asset, ASSET_UPDATE_COLUMNS)
+        self.sources = Table(AssetSource, SOURCE_COLUMNS)
+        self.source_updates = Table(AssetSource, SOURCE_UPDATE_COLUMNS)
+
+    def validate(self, record: MappedRecord) -> None:
+        """A mapped record must speak the canonical vocabulary; a connector bug shows here, per record."""
+        attributes = record.attributes
+        unknown = set(attributes) - _KNOWN
+        if unknown:
+            raise RecordError(f"unknown attributes: {', '.join(sorted(unknown))}")
+        for name, allowed in _CHOICES.items():
+            if attributes.get(name) not in (None, "", *allowed):
+                raise RecordError(f"{name} {attributes[name]!r} is not one of {', '.join(sorted(allowed))}")
+        if not record.external_id or len(record.external_id) > 255:
+            raise RecordError("the record's external id is empty or longer than 255 characters")
+
+    def _existing(self, external_ids: list[str]) -> dict[str, tuple]:
+        """external_id -> (source id, asset id, fingerprint, deleted_at, attributes) for the page."""
+        rows = {}
+        for part in chunks(external_ids):
+            query = AssetSource.objects.filter(external_system_id=self.system_id, external_id__in=part)
+            for row in query.values_list("external_id", "id", "asset_id", "fingerprint", "deleted_at"):
+                rows[row[0]] = row[1:]
+        return rows
+
+    def plan(self, records: list[MappedRecord]) -> PagePlan:
+        # A record repeated within a page (offset paging while data changes) counts once: the last wins.
+        latest = {record.external_id: record for record in records}
+        existing = self._existing(list(latest))
+        plan = PagePlan()
+        changed_ids = []
+        for external_id, record in latest.items():
+            fp = fingerprint(record.attributes)
+            row = existing.get(external_id)
+            if row is None:
+                plan.creates.append((record, fp))
+                plan.changes.append(PlannedChange(external_id, RecordAction.CREATE, None))
+            elif row[2] != fp or row[3] is not None:
+                plan.updates.append((record, fp, row))
+                changed_ids.append(external_id)
+            else:
+                plan.unchanged_ids.append(row[0])
+        if changed_ids:
+            old = self._old_attributes(changed_ids)
+            for record, _fp, row in plan.updates:
+                before = old.get(record.external_id, {})
+                diff = {
+                    name: [before.get(name), new]
+                    for name, new in record.attributes.items()
+                    if before.get(name) != new
+                }
+                action = RecordAction.RESTORE if row[3] is not None else RecordAction.UPDATE
+                plan.changes.append(PlannedChange(record.external_id, action, diff))
+        return plan
+
+    def _old_attributes(self, external_ids: list[str]) -> dict[str, dict]:
+        old = {}
+        for part in chunks(external_ids):
+            query = AssetSource.objects.filter(external_system_id=self.system_id, external_id__in=part)
+            old.update(query.values_list("external_id", "attributes"))
+        return old
+
+    def apply(self, plan: PagePlan, now: datetime) -> None:
+        asset_rows, source_rows = [], []
+        for record, fp in plan.creates:
+            asset_id, source_id = uuid.uuid4(), uuid.uuid4()
+            values, sources = asset_values(record.attributes, source_id)
+            asset_rows.append((asset_id, *values, sources, False, now, now))
+            source_rows.append(
+                (source_id, asset_id, self.system_id, record.external_id, record.attributes, record.raw, fp,
+                 now, now, now, None)
+            )
+        self.assets.insert(asset_rows)
+        self.sources.insert(source_rows)
+
+        source_updates, asset_updates = [], []
+        for record, fp, (source_id, asset_id, _old_fp, _deleted, *_rest) in plan.updates:
+            source_updates.append((source_id, record.attributes, record.raw, fp, now, now, None))
+            values, sources = asset_values(record.attributes, source_id)
+            asset_updates.append((asset_id, *values, sources, False, now))
+        self.source_updates.update_by_pk(source_updates)
+        self.asset_updates.update_by_pk(asset_updates)
+
+        self._touch(plan.unchanged_ids, now)
+
+    def _touch(self, source_ids: list, now: datetime) -> None:
+        for part in chunks(source_ids):
+            AssetSource.objects.filter(id__in=part).update(last_seen_at=now)
+
+    def mark_deleted(self, seen_before: datetime, now: datetime) -> list[str]:
+        """Sources of this system not seen since the full pass began are gone from their system."""
+        gone = AssetSource.objects.filter(
+            external_system_id=self.system_id, deleted_at__isnull=True, last_seen_at__lt=seen_before
+        )
+        external_ids = list(gone.values_list("external_id", flat=True))
+        asset_ids = list(gone.values_list("asset_id", flat=True).distinct())
+        gone.update(deleted_at=now, updated_at=now)
+        self._flag_orphans(asset_ids, now)
+        return external_ids
+
+    def _flag_orphans(self, asset_ids: list, now: datetime) -> None:
+        live = AssetSource.objects.filter(asset_id=OuterRef("pk"), deleted_at__isnull=True)
+        for part in chunks(asset_ids):
+            Asset.objects.filter(id__in=part).exclude(Exists(live)).update(is_orphaned=True, updated_at=now)
+
+    def count_unseen(self, seen_external_ids: set[str]) -> list[str]:
+        """For a dry run, which live sources a full pass did not see (it marks nothing)."""
+        live = AssetSource.objects.filter(external_system_id=self.system_id, deleted_at__isnull=True)
+        return [eid for eid in live.values_list("external_id", flat=True).iterator() if eid not in seen_external_ids]
+
+
+def sink_for(record_kind: str, external_system_id: int) -> AssetSink:
+    if record_kind == "asset":
+        return AssetSink(external_system_id)
+    raise ValueError(f"no sink for record kind {record_kind!r}")
+
+
+__all__ = ["AssetSink", "PagePlan", "fingerprint", "sink_for"]

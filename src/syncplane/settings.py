@@ -1,0 +1,225 @@
+"""Django settings, all from environment variables with safe defaults.
+
+The README lists every variable. The defaults run Syncplane on one machine with nothing to install:
+SQLite in the data folder and a Celery broker that needs no server. Production points DATABASE_URL and
+CELERY_BROKER_URL at PostgreSQL and Redis; the code path is the same.
+"""
+
+from pathlib import Path
+
+import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
+
+from syncplane.config import demo_secret_key, env_bool, env_choice, env_int, env_list, env_str
+
+PACKAGE_DIR = Path(__file__).resolve().parent
+DATA_DIR = Path(env_str("SYNCPLANE_DATA_DIR", str(PACKAGE_DIR.parent.parent / "var"))).resolve()
+
+DEBUG = env_bool("SYNCPLANE_DEBUG", False)
+
+# Production must set SECRET_KEY. The demo (SYNCPLANE_DEMO=1) generates one once and keeps it in the data
+# folder, so its sessions and encrypted secrets survive a restart.
+SYNCPLANE_DEMO = env_bool("SYNCPLANE_DEMO", False)
+SECRET_KEY = env_str("SECRET_KEY")
+if not SECRET_KEY and SYNCPLANE_DEMO:
+    SECRET_KEY = demo_secret_key(DATA_DIR)
+if not SECRET_KEY:
+    raise ImproperlyConfigured(
+        "SECRET_KEY is not set. Set it to a long random string (the demo, `make demo`, generates one)."
+    )
+if len(SECRET_KEY) < 32 and not DEBUG:
+    raise ImproperlyConfigured("SECRET_KEY is too short: use at least 32 random characters.")
+
+ALLOWED_HOSTS = env_list("SYNCPLANE_ALLOWED_HOSTS", ["127.0.0.1", "localhost"])
+CSRF_TRUSTED_ORIGINS = env_list("SYNCPLANE_CSRF_TRUSTED_ORIGINS", [])
+
+# Plain http and loopback / private addresses for outbound calls: only for the demo and tests.
+SYNCPLANE_ALLOW_INSECURE_OUTBOUND = env_bool("SYNCPLANE_ALLOW_INSECURE_OUTBOUND", False)
+# Tests that need PostgreSQL, Redis or slapd skip without them, unless this says they must run (CI).
+SYNCPLANE_REQUIRE_SERVICES = env_bool("SYNCPLANE_REQUIRE_SERVICES", False)
+
+# Secrets typed into the API are stored encrypted (enc:...). First key encrypts, all decrypt (rotation);
+# empty means a key derived from SECRET_KEY.
+SYNCPLANE_ENCRYPTION_KEYS = env_list("SYNCPLANE_ENCRYPTION_KEYS", [])
+SYNCPLANE_VAULT_ADDR = env_str("SYNCPLANE_VAULT_ADDR", "")
+SYNCPLANE_VAULT_TOKEN = env_str("SYNCPLANE_VAULT_TOKEN", "env:VAULT_TOKEN")
+SYNCPLANE_VAULT_MOUNT = env_str("SYNCPLANE_VAULT_MOUNT", "secret")
+
+# The schedule runs incremental syncs, and a full one (which reconciles deletions) after this many hours.
+SYNCPLANE_FULL_SYNC_HOURS = env_int("SYNCPLANE_FULL_SYNC_HOURS", 24, minimum=1)
+# A running sync whose heartbeat is older than this is taken as dead (its worker was killed).
+SYNCPLANE_STALE_RUN_SECONDS = env_int("SYNCPLANE_STALE_RUN_SECONDS", 600, minimum=30)
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "rest_framework",
+    "rest_framework.authtoken",
+    "django_filters",
+    "drf_spectacular",
+    "drf_spectacular_sidecar",
+    "django_celery_beat",
+    "syncplane.core",
+    "syncplane.integrations",
+    "syncplane.inventory",
+    "syncplane.simulators",
+]
+
+MIDDLEWARE = [
+    "syncplane.core.middleware.CorrelationIdMiddleware",
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "syncplane.urls"
+WSGI_APPLICATION = "syncplane.wsgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+
+def _database() -> dict:
+    url = env_str("DATABASE_URL", f"sqlite:///{DATA_DIR / 'syncplane.sqlite3'}")
+    try:
+        config = dj_database_url.parse(url, conn_max_age=env_int("SYNCPLANE_DB_CONN_MAX_AGE", 60))
+    except Exception as exc:  # dj-database-url raises several types for a bad URL
+        raise ImproperlyConfigured(f"DATABASE_URL is not a usable database URL: {exc}") from None
+    if config["ENGINE"] == "django.db.backends.sqlite3":
+        config["CONN_MAX_AGE"] = 0
+        # WAL lets the web server read while the worker writes; IMMEDIATE takes the write lock up front so
+        # two writers queue on the busy timeout instead of failing with "database is locked".
+        config["OPTIONS"] = {
+            "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+            "transaction_mode": "IMMEDIATE",
+            "timeout": 30,
+        }
+        config["TEST"] = {"NAME": str(DATA_DIR / "test-syncplane.sqlite3")}
+    elif config["ENGINE"] != "django.db.backends.postgresql":
+        raise ImproperlyConfigured("DATABASE_URL must be a sqlite:// or postgres:// URL.")
+    return config
+
+
+DATABASES = {"default": _database()}
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+]
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = DATA_DIR / "static"
+STATIC_ROOT.mkdir(parents=True, exist_ok=True)  # also creates the data folder, where SQLite lives
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
+}
+# Serve static files straight from the apps, so the demo needs no collectstatic step.
+WHITENOISE_USE_FINDERS = True
+WHITENOISE_AUTOREFRESH = DEBUG
+
+LOGIN_URL = "/api-auth/login/"
+
+SESSION_COOKIE_HTTPONLY = True
+SESSION_COOKIE_SECURE = env_bool("SYNCPLANE_SECURE_COOKIES", False)
+CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
+
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        # Token first: its WWW-Authenticate header is what makes DRF answer anonymous callers 401, not 403.
+        "rest_framework.authentication.TokenAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["syncplane.core.permissions.RolePermission"],
+    "DEFAULT_FILTER_BACKENDS": [
+        "django_filters.rest_framework.DjangoFilterBackend",
+        "rest_framework.filters.SearchFilter",
+        "rest_framework.filters.OrderingFilter",
+    ],
+    "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.LimitOffsetPagination",
+    "PAGE_SIZE": 50,
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "EXCEPTION_HANDLER": "syncplane.core.api.exception_handler",
+    "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
+}
+
+SPECTACULAR_SETTINGS = {
+    "TITLE": "Syncplane API",
+    "DESCRIPTION": "Integration hub: integrations, syncs and their evidence, the reconciled inventory.",
+    "VERSION": "1.0.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+    "COMPONENT_SPLIT_REQUEST": True,
+}
+
+# Celery. The default broker is kombu's filesystem transport: durable, shared between processes through a
+# folder, no server to run. Production sets CELERY_BROKER_URL=redis://...
+CELERY_BROKER_URL = env_str("CELERY_BROKER_URL", "filesystem://")
+if CELERY_BROKER_URL.startswith("filesystem://"):
+    _broker_dir = DATA_DIR / "broker"
+    for _folder in ("queue", "processed"):
+        (_broker_dir / _folder).mkdir(parents=True, exist_ok=True)
+    CELERY_BROKER_TRANSPORT_OPTIONS = {
+        "data_folder_in": str(_broker_dir / "queue"),
+        "data_folder_out": str(_broker_dir / "queue"),
+        "processed_folder": str(_broker_dir / "processed"),
+        "store_processed": False,
+    }
+elif not CELERY_BROKER_URL.startswith(("redis://", "rediss://", "amqp://", "amqps://", "memory://")):
+    raise ImproperlyConfigured("CELERY_BROKER_URL must be filesystem://, redis://, rediss:// or amqp://.")
+CELERY_TASK_IGNORE_RESULT = True
+CELERY_RESULT_BACKEND = None
+CELERY_TASK_DEFAULT_QUEUE = "integrations"
+CELERY_TASK_ROUTES = {"syncplane.integrations.tasks.*": {"queue": "integrations"}}
+CELERY_TASK_ACKS_LATE = True  # a task whose worker dies is delivered again; the engine resumes it
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_TASK_ALWAYS_EAGER = env_bool("SYNCPLANE_CELERY_EAGER", False)
+CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
+CELERY_BEAT_SCHEDULE = {
+    "sync-all-integrations": {
+        "task": "syncplane.integrations.tasks.sync_all_integrations",
+        "schedule": 15 * 60.0,
+        "options": {"queue": "integrations"},
+    },
+}
+CELERY_TIMEZONE = TIME_ZONE
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+
+LOG_FORMAT = env_choice("SYNCPLANE_LOG_FORMAT", "json", ("json", "console"))
+LOG_LEVEL = env_choice("SYNCPLANE_LOG_LEVEL", "info", ("debug", "info", "warning", "error")).upper()
+LOGGING_CONFIG = None  # configured by syncplane.core.logging, once, in every process
+
+from syncplane.core.logging import configure_logging  # noqa: E402
+
+configure_logging(LOG_FORMAT, LOG_LEVEL)

@@ -1,0 +1,134 @@
+"""Serve every simulator on one real HTTP port, each under its own prefix.
+
+Tests start a `SimulatorServer` on an ephemeral port in a background thread; `manage.py simulate` runs
+`serve_forever` for a demo. Connectors are pointed at `<url>/servicenow`, `<url>/vault`, ... exactly as at
+the real services, so the same client code path (auth, paging, retries) is exercised.
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+import threading
+
+from werkzeug.serving import WSGIRequestHandler, make_server
+
+from .base import PrefixDispatcher
+from .servicenow import (
+    DEFAULT_CLIENT_ID,
+    DEFAULT_CLIENT_SECRET,
+    DEFAULT_PASSWORD,
+    DEFAULT_USERNAME,
+    ServiceNowSimulator,
+)
+from .vault import DEFAULT_TOKEN, VaultSimulator
+
+
+class _QuietHandler(WSGIRequestHandler):
+    """Tests make thousands of requests; one log line each would drown the output."""
+
+    def log_request(self, *args, **kwargs) -> None:
+        pass
+
+
+class SimulatorServer:
+    """All simulators behind one threaded werkzeug server.
+
+    >>> with SimulatorServer(records=500) as sim:
+    ...     sim.servicenow.touch(count=3)
+    ...     base_url = sim.url + "/servicenow"
+    """
+
+    def __init__(
+        self,
+        records: int = 2000,
+        seed: int = 42,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        *,
+        quiet: bool = True,
+    ):
+        self.host = host
+        self.port = port
+        self.servicenow = ServiceNowSimulator(records=records, seed=seed)
+        self.vault = VaultSimulator()
+        self.app = PrefixDispatcher({"/servicenow": self.servicenow, "/vault": self.vault})
+        self._quiet = quiet
+        self._server = None
+        self._thread: threading.Thread | None = None
+
+    @property
+    def url(self) -> str:
+        if self._server is None:
+            raise RuntimeError("SimulatorServer is not started")
+        return f"http://{self.host}:{self.port}"
+
+    @property
+    def urls(self) -> dict[str, str]:
+        """Base URL a connector should use, per simulator."""
+        return {prefix.strip("/"): self.url + prefix for prefix in self.app.mounts}
+
+    def start(self) -> SimulatorServer:
+        if self._server is not None:
+            return self
+        handler = _QuietHandler if self._quiet else WSGIRequestHandler
+        self._server = make_server(self.host, self.port, self.app, threaded=True, request_handler=handler)
+        # Request threads must not keep the process alive after stop(), e.g. one sleeping in a "slow" fault.
+        self._server.daemon_threads = True
+        self.port = self._server.server_port
+        self._thread = threading.Thread(target=self._server.serve_forever, name="simulators", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        if self._server is None:
+            return
+        self._server.shutdown()
+        self._server.server_close()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+        self._server = None
+        self._thread = None
+
+    def __enter__(self) -> SimulatorServer:
+        return self.start()
+
+    def __exit__(self, *exc_info) -> None:
+        self.stop()
+
+
+def banner(server: SimulatorServer) -> str:
+    lines = [f"Simulators listening on {server.url}"]
+    lines += [f"  {name:<11} {url}" for name, url in server.urls.items()]
+    lines += [
+        "",
+        "ServiceNow  (table cmdb_ci_computer, "
+        f"{server.servicenow.base_records} records, seed {server.servicenow.seed})",
+        f"  basic auth      {DEFAULT_USERNAME} / {DEFAULT_PASSWORD}",
+        f"  OAuth client    {DEFAULT_CLIENT_ID} / {DEFAULT_CLIENT_SECRET}  (POST /servicenow/oauth_token.do)",
+        f"  control         {server.url}/servicenow/_control/{{faults,touch,delete,add,hidden,reset,state}}",
+        "Vault (KV v2, mount 'secret')",
+        f"  token           {DEFAULT_TOKEN}",
+        f"  control         POST {server.url}/vault/_control/secrets  {{path, data, mount}}",
+    ]
+    return "\n".join(lines)
+
+
+def serve_forever(port: int = 8900, records: int = 2000, seed: int = 42, host: str = "127.0.0.1") -> None:
+    """Run until SIGINT (Ctrl-C) or SIGTERM, then shut down cleanly."""
+    server = SimulatorServer(records=records, seed=seed, host=host, port=port, quiet=False).start()
+    stopping = threading.Event()
+
+    def request_stop(signum, frame) -> None:
+        stopping.set()
+
+    previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        print(banner(server), flush=True)
+        while not stopping.wait(0.5):
+            pass
+        print("Stopping simulators...", file=sys.stderr, flush=True)
+    finally:
+        server.stop()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)

@@ -1,0 +1,71 @@
+import os
+
+import pytest
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from rest_framework.test import APIClient
+
+from syncplane.core import roles
+from syncplane.integrations.choices import AuthType, SystemType
+from syncplane.integrations.models import ExternalSystem
+from syncplane.integrations.secrets import to_reference
+
+
+def require_service(name: str, available: bool, why: str = "") -> None:
+    """Skip a test whose real server is missing, unless the run says services are required (CI)."""
+    if available:
+        return
+    message = f"{name} is not available{': ' + why if why else ''}"
+    if settings.SYNCPLANE_REQUIRE_SERVICES or os.environ.get("SYNCPLANE_REQUIRE_SERVICES") == "1":
+        pytest.fail(f"{message} (SYNCPLANE_REQUIRE_SERVICES=1)")
+    pytest.skip(message)
+
+
+@pytest.fixture
+def simulator():
+    from syncplane.simulators.server import SimulatorServer
+
+    with SimulatorServer(records=250, seed=7) as server:
+        yield server
+
+
+@pytest.fixture
+def servicenow(simulator, db):
+    """A ServiceNow CMDB integration pointed at the simulator, with Basic auth and small pages."""
+    return ExternalSystem.objects.create(
+        name="ServiceNow test",
+        system_type=SystemType.SERVICENOW_CMDB,
+        category="cmdb",
+        base_url=f"{simulator.url}/servicenow",
+        auth_type=AuthType.BASIC,
+        credentials={"username": "syncplane.integration", "password": to_reference("demo-password")},
+        config={"page_size": 50},
+    )
+
+
+@pytest.fixture
+def make_user(db):
+    def make(role: str | None, username: str | None = None):
+        user = get_user_model().objects.create_user(username or f"user-{role}", password="pw-for-tests-123")
+        if role:
+            roles.grant_role(user, role)
+        return user
+
+    return make
+
+
+@pytest.fixture
+def api_as(make_user):
+    """An API client logged in with a token as a user of the given role (None: no role; "anonymous")."""
+
+    def client_for(role: str | None):
+        client = APIClient()
+        if role == "anonymous":
+            return client
+        from rest_framework.authtoken.models import Token
+
+        token = Token.objects.create(user=make_user(role))
+        client.credentials(HTTP_AUTHORIZATION=f"Token {token.key}")
+        return client
+
+    return client_for

@@ -1,0 +1,14 @@
+"""Settings for the test run: the project's settings with the variables a developer would otherwise set."""
+
+import os
+
+os.environ.setdefault("SECRET_KEY", "tests-only-secret-key-0123456789-abcdefghijklmnop")
+os.environ.setdefault("SYNCPLANE_ALLOW_INSECURE_OUTBOUND", "1")
+os.environ.setdefault("SYNCPLANE_LOG_FORMAT", "console")
+
+from syncplane.settings import *  # noqa: E402,F403
+
+PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]  # fast users in tests
+CELERY_TASK_ALWAYS_EAGER = True
+CELERY_BROKER_URL = "memory://"
+CELERY_BROKER_TRANSPORT_OPTIONS = {}
