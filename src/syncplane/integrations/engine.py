@@ -28,6 +28,7 @@ from syncplane.integrations.choices import (
 )
 from syncplane.integrations.errors import IntegrationError, RecordError
 from syncplane.integrations.models import ExternalSystem, IntegrationSyncLog, SyncRecordOutcome, SyncState
+from syncplane.integrations.readahead import read_ahead
 from syncplane.integrations.registry import get_connector_class
 from syncplane.integrations.secrets import resolve_secret
 from syncplane.inventory.sink import sink_for
@@ -154,9 +155,10 @@ class SyncRun:
                                            "resumed": resume is not None})
         with self.connector:
             fetch_cursor = state.cursor if log.mode == SyncMode.INCREMENTAL else None
-            for page in self.connector.fetch(log.mode, fetch_cursor, resume):
+            for page in read_ahead(self.connector.fetch(log.mode, fetch_cursor, resume)):
                 self._page(page, sink, state, pass_started_at)
                 cursor = page.cursor if page.cursor is not None else cursor
+                del page  # keep one page in memory, not two
         self._finish_pass(sink, state, cursor, pass_started_at)
         logger.info("sync finished", extra={"sync_log_id": log.pk, "status": log.status,
                                             "seconds": round(time.monotonic() - started, 3)})

@@ -47,10 +47,11 @@ class SimulatorServer:
         port: int = 0,
         *,
         quiet: bool = True,
+        cache_records: int = 20_000,
     ):
         self.host = host
         self.port = port
-        self.servicenow = ServiceNowSimulator(records=records, seed=seed)
+        self.servicenow = ServiceNowSimulator(records=records, seed=seed, cache_records=cache_records)
         self.vault = VaultSimulator()
         self.app = PrefixDispatcher({"/servicenow": self.servicenow, "/vault": self.vault})
         self._quiet = quiet
@@ -114,9 +115,13 @@ def banner(server: SimulatorServer) -> str:
     return "\n".join(lines)
 
 
-def serve_forever(port: int = 8900, records: int = 2000, seed: int = 42, host: str = "127.0.0.1") -> None:
+def serve_forever(
+    port: int = 8900, records: int = 2000, seed: int = 42, host: str = "127.0.0.1", cache_records: int = 20_000
+) -> None:
     """Run until SIGINT (Ctrl-C) or SIGTERM, then shut down cleanly."""
-    server = SimulatorServer(records=records, seed=seed, host=host, port=port, quiet=False).start()
+    server = SimulatorServer(
+        records=records, seed=seed, host=host, port=port, quiet=False, cache_records=cache_records
+    ).start()
     stopping = threading.Event()
 
     def request_stop(signum, frame) -> None:

@@ -80,11 +80,17 @@ def display(raw: dict, name: str) -> str:
     return field.strip()
 
 
+_INSTANCE_DATE = re.compile(r"\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}")
+
+
 def parse_instance_date(text: str, name: str) -> datetime | None:
+    """A raw instance date (UTC, "YYYY-MM-DD HH:MM:SS"). fromisoformat is ~20x faster than strptime."""
     if not text:
         return None
     try:
-        return datetime.strptime(text, DATE_FORMAT).replace(tzinfo=UTC)
+        if not _INSTANCE_DATE.fullmatch(text):
+            raise ValueError
+        return datetime.fromisoformat(text).replace(tzinfo=UTC)
     except ValueError:
         raise RecordError(f"field {name} is not a date in {DATE_FORMAT} form: {text[:40]!r}") from None
 

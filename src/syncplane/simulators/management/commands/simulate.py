@@ -14,13 +14,15 @@ class Command(BaseCommand):
         parser.add_argument("--port", type=int, default=8900, help="TCP port, 0 = any free port (default 8900)")
         parser.add_argument("--records", type=int, default=2000, help="generated CMDB records (default 2000)")
         parser.add_argument("--seed", type=int, default=42, help="seed of the generated data (default 42)")
+        parser.add_argument("--cache-records", type=int, default=20_000,
+                            help="encoded records kept to answer repeated reads fast (default 20000)")
 
-    def handle(self, *args, host, port, records, seed, **options):
+    def handle(self, *args, host, port, records, seed, cache_records, **options):
         if records < 0:
             raise CommandError("--records must be >= 0")
         if not 0 <= port <= 65535:
             raise CommandError("--port must be between 0 and 65535")
         try:
-            serve_forever(port=port, records=records, seed=seed, host=host)
+            serve_forever(port=port, records=records, seed=seed, host=host, cache_records=cache_records)
         except OSError as exc:  # typically: address already in use
             raise CommandError(f"cannot serve on {host}:{port}: {exc}") from exc
