@@ -31,7 +31,8 @@ class BasicAuth(httpx.BasicAuth):
         self._password = password
 
     def secret_values(self) -> Iterable[str]:
-        return (self._password,)
+        # The header's credential is base64(username:password); base64(password) alone is not inside it.
+        return (self._password, self._auth_header.split(" ", 1)[1])
 
 
 def basic_auth(username: str, password: str) -> BasicAuth:
@@ -126,6 +127,9 @@ class OAuth2Auth(httpx.Auth):
 
     def secret_values(self) -> Iterable[str]:
         values = [self._client_secret, self._password, self._refresh_token]
+        if not self.token_in_body:  # then client_id:client_secret travels as a Basic credential
+            pair = f"{self.client_id}:{self._client_secret}".encode()
+            values.append(base64.b64encode(pair).decode())
         if self._token:
             values.append(self._token.access_token)
         return [v for v in values if v]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
+import traceback
 from collections.abc import Callable
 from datetime import datetime, timedelta
 
@@ -17,6 +18,7 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from syncplane.core.bulk import Table
+from syncplane.core.context import reset_correlation_id, set_correlation_id
 from syncplane.integrations.base import Connector, ConnectorContext, MappedRecord
 from syncplane.integrations.choices import (
     ErrorKind,
@@ -30,7 +32,7 @@ from syncplane.integrations.errors import IntegrationError, RecordError
 from syncplane.integrations.models import ExternalSystem, IntegrationSyncLog, SyncRecordOutcome, SyncState
 from syncplane.integrations.readahead import read_ahead
 from syncplane.integrations.registry import get_connector_class
-from syncplane.integrations.secrets import resolve_secret
+from syncplane.integrations.secrets import Redactor, resolve_secret
 from syncplane.inventory.sink import sink_for
 
 logger = logging.getLogger("syncplane.sync")
@@ -112,6 +114,9 @@ def run_sync(
     log = IntegrationSyncLog.objects.select_related("external_system").get(pk=log_id)
     if log.is_finished:
         return log  # a duplicate delivery of a task that already ran
+    # The run works under its log's id, however it was started (API, schedule, CLI, a retry), so the log,
+    # every log line and every request to the external system carry the same one.
+    token = set_correlation_id(log.correlation_id)
     run = SyncRun(log, progress=progress, connector=connector)
     try:
         run.execute()
@@ -121,8 +126,13 @@ def run_sync(
             raise
         run.fail(exc.kind, str(exc))
     except Exception as exc:
-        logger.exception("sync crashed", extra={"sync_log_id": log.pk})
+        # An unexpected error's text may hold anything, a credential included: log it redacted.
+        redactor = Redactor(run.connector.context.secret_values() if run.connector else ())
+        logger.error("sync crashed", extra={"sync_log_id": log.pk, "error_type": type(exc).__name__,
+                                            "traceback": redactor.redact(traceback.format_exc())})
         run.fail(ErrorKind.PERMANENT, f"internal error ({type(exc).__name__}); see the worker log")
+    finally:
+        reset_correlation_id(token)
     return run.log
 
 
@@ -177,10 +187,13 @@ class SyncRun:
         now = timezone.now()
         mapped: list[MappedRecord] = []
         failures = []
-        for raw in page.records:
+        texts = page.raw_texts
+        for position, raw in enumerate(page.records):
             try:
                 record = self.connector.map_record(raw)
                 sink.validate(record)
+                if texts is not None:
+                    record.raw_text = texts[position]
                 mapped.append(record)
             except RecordError as exc:
                 failures.append((log.pk, self.connector.external_id(raw), RecordAction.NONE,

@@ -422,15 +422,20 @@ class HttpClient:
         """GET and parse JSON (see `json`)."""
         return self.json(self.get(url_or_path, params=params, headers=headers, expected=expected))
 
-    def json(self, response: httpx.Response) -> Any:
-        """The JSON body of a response. A non-JSON answer (a sleeping ServiceNow instance's HTML page) is
-        transient; connectors that also need the headers (paging) call this on the response they have."""
+    def require_json(self, response: httpx.Response) -> None:
+        """A non-JSON answer (a sleeping ServiceNow instance's HTML page with 200) is transient."""
         ctype = response.headers.get("content-type", "").split(";")[0].strip().lower()
-        what = self._describe(response.request)
         if ctype != "application/json" and not ctype.endswith("+json"):
             raise TransientError(
-                f"{what} expected JSON, got {ctype or 'no content type'}", status_code=response.status_code
+                f"{self._describe(response.request)} expected JSON, got {ctype or 'no content type'}",
+                status_code=response.status_code,
             )
+
+    def json(self, response: httpx.Response) -> Any:
+        """The JSON body of a response; connectors that also need the headers (paging) call this on the
+        response they have."""
+        self.require_json(response)
+        what = self._describe(response.request)
         try:
             return response.json()
         except (ValueError, UnicodeDecodeError):

@@ -40,14 +40,14 @@ class Asset(UUIDModel):
         default=dict, blank=True, help_text="For each attribute, the id of the source its value came from."
     )
     is_orphaned = models.BooleanField(
-        default=False, db_index=True, help_text="No live source knows this asset any more (never deleted)."
+        default=False, help_text="No live source knows this asset any more (never deleted)."
     )
     created_at = models.DateTimeField()
     updated_at = models.DateTimeField()
 
     class Meta:
         ordering = ["name", "id"]
-        indexes = [models.Index(fields=["updated_at", "id"])]
+        indexes = [models.Index(fields=["name", "id"], name="asset_list_order")]  # the API's cursor pages
 
     def __str__(self):
         return self.name or str(self.pk)
@@ -72,10 +72,11 @@ class AssetSource(UUIDModel):
     )
 
     class Meta:
+        # The unique index serves the engine's per-page lookup and the deletion scan (by its system prefix);
+        # no index on last_seen_at, which every sync rewrites.
         constraints = [
             models.UniqueConstraint(fields=["external_system", "external_id"], name="unique_source_record")
         ]
-        indexes = [models.Index(fields=["external_system", "last_seen_at"])]
 
     def __str__(self):
         return f"{self.external_system_id}:{self.external_id}"

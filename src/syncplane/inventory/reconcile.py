@@ -11,17 +11,20 @@ from syncplane.inventory.models import CANONICAL_FIELDS
 
 _DEFAULTS = {"asset_type": "other", "status": "unknown", "compliance_state": "unknown"}
 _NULLABLE = {"compliance_score", "last_seen_at"}
+_EMPTY = {name: _DEFAULTS.get(name, None if name in _NULLABLE else "") for name in CANONICAL_FIELDS}
 
 
 def asset_values(attributes: dict, source_id) -> tuple[list, dict]:
+    """The asset's column values in CANONICAL_FIELDS order, and which source each non-empty one came from."""
+    source = str(source_id)
     values, sources = [], {}
     for name in CANONICAL_FIELDS:
         value = attributes.get(name)
-        if value in (None, ""):
-            value = _DEFAULTS.get(name, None if name in _NULLABLE else "")
+        if value is None or value == "":
+            value = _EMPTY[name]
         else:
-            sources[name] = str(source_id)
-        if name == "last_seen_at" and isinstance(value, str):
-            value = datetime.fromisoformat(value)
+            sources[name] = source
+            if name == "last_seen_at" and type(value) is str:  # noqa: E721
+                value = datetime.fromisoformat(value)
         values.append(value)
     return values, sources

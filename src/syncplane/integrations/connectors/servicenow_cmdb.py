@@ -31,6 +31,7 @@ from syncplane.integrations.base import (
 from syncplane.integrations.choices import AuthType, Category, SystemType
 from syncplane.integrations.errors import PermanentError, RecordError
 from syncplane.integrations.http import HttpClient
+from syncplane.integrations.jsontext import records_with_text
 from syncplane.integrations.registry import register
 from syncplane.inventory.normalize import normalize_mac
 
@@ -62,22 +63,22 @@ VIRTUAL_CLASSES = ("cmdb_ci_vm_instance", "cmdb_ci_vmware_instance")
 def value(raw: dict, name: str) -> str:
     """The raw value of a field, whatever shape sysparm_display_value gave it; "" means empty."""
     field = raw.get(name, "")
-    if isinstance(field, dict):
+    if type(field) is dict:  # noqa: E721 - exact type checks: this runs ~20 times per record
         field = field.get("value", "")
+    if type(field) is str:  # noqa: E721
+        return field.strip()
     if field is None:
         return ""
-    if not isinstance(field, str):
-        raise RecordError(f"field {name} is not a string: {type(field).__name__}")
-    return field.strip()
+    raise RecordError(f"field {name} is not a string: {type(field).__name__}")
 
 
 def display(raw: dict, name: str) -> str:
     field = raw.get(name, "")
-    if isinstance(field, dict):
+    if type(field) is dict:  # noqa: E721
         field = field.get("display_value", "") or ""
-    if not isinstance(field, str):
-        raise RecordError(f"field {name} is not a string: {type(field).__name__}")
-    return field.strip()
+    if type(field) is str:  # noqa: E721
+        return field.strip()
+    raise RecordError(f"field {name} is not a string: {type(field).__name__}")
 
 
 _INSTANCE_DATE = re.compile(r"\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}")
@@ -199,16 +200,21 @@ class ServiceNowCMDBConnector(Connector):
             "sysparm_offset": str(offset),
         }
 
-    def _get(self, params: dict) -> tuple[list, httpx.Response]:
+    def _get(self, params: dict) -> tuple[list, list | None, httpx.Response]:
+        """(records, their JSON texts or None, response)."""
         response = self.client.get(self.table_path, params=params)
+        self.client.require_json(response)
+        parsed = records_with_text(response.text, "result")
+        if parsed is not None:
+            return parsed[0], parsed[1], response
         body = self.client.json(response)
         result = body.get("result") if isinstance(body, dict) else None
         if not isinstance(result, list):
             raise PermanentError(f"GET {self.table_path} answered without a result list")
-        return result, response
+        return result, None, response
 
     def test_connection(self) -> ConnectionResult:
-        result, response = self._get(self._params(self._query(None), 0, 1) | {"sysparm_fields": "sys_id"})
+        _, _, response = self._get(self._params(self._query(None), 0, 1) | {"sysparm_fields": "sys_id"})
         total = response.headers.get("X-Total-Count")
         return ConnectionResult(
             ok=True,
@@ -224,14 +230,15 @@ class ServiceNowCMDBConnector(Connector):
         query, offset, limit = self._query(since), 0, self.config["page_size"]
         greatest = since
         while True:
-            records, response = self._get(self._params(query, offset, limit))
+            records, texts, response = self._get(self._params(query, offset, limit))
             for raw in records:
                 updated = value(raw, "sys_updated_on") if isinstance(raw, dict) else ""
                 if updated and (greatest is None or updated > greatest):
                     greatest = updated
             next_offset = self._next_offset(response, offset, limit)
             resume_token = {"since": greatest} if next_offset is not None else None
-            yield Page(records=records, resume=resume_token, cursor=greatest, total=_total(response))
+            yield Page(records=records, resume=resume_token, cursor=greatest, total=_total(response),
+                       raw_texts=texts)
             if next_offset is None:
                 return
             offset = next_offset

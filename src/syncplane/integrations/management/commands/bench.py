@@ -66,7 +66,7 @@ class Command(BaseCommand):
 def _bench_database() -> str:
     """A fresh database of its own, so a benchmark never touches real data (created like a test database)."""
     if connection.vendor == "sqlite":
-        connection.settings_dict["TEST"]["NAME"] = str(settings.DATA_DIR / "bench.sqlite3")
+        connection.settings_dict.setdefault("TEST", {})["NAME"] = str(settings.DATA_DIR / "bench.sqlite3")
     old_name = connection.settings_dict["NAME"]
     connection.creation.create_test_db(verbosity=0, autoclobber=True, serialize=False)
     return old_name

@@ -32,7 +32,7 @@ class Command(BaseCommand):
         except SyncAlreadyRunning as exc:
             raise CommandError(str(exc)) from None
         bar = tqdm(desc=f"{system.name} ({mode}{', dry run' if dry_run else ''})", unit=" records",
-                   disable=no_progress, dynamic_ncols=True)
+                   disable=no_progress, dynamic_ncols=True, file=self.stderr)
 
         def progress(current):
             if current.total_expected and bar.total is None:
