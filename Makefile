@@ -11,13 +11,14 @@ venv: $(STAMP)
 
 # The virtual environment, from the lock file; rebuilt when the lock or the project metadata change.
 $(STAMP): requirements.lock pyproject.toml
-	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip --version >/dev/null 2>&1 || $(PYTHON) -m venv --clear $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements.lock
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps -e .
 	touch $(STAMP)
 
+# exec: make waits for the demo itself, which stops its children on Ctrl-C before make returns.
 demo: venv
-	SYNCPLANE_DEMO=1 $(BIN)/syncplane demo
+	SYNCPLANE_DEMO=1 exec $(BIN)/syncplane demo
 
 test: venv
 	$(BIN)/pytest

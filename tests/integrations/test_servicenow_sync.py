@@ -93,6 +93,22 @@ def test_full_sync_marks_vanished_sources_deleted_never_drops_them(servicenow, s
     assert sync(servicenow, mode="incremental").records_deleted == 0
 
 
+def test_a_record_skipped_by_offset_paging_is_not_marked_deleted(servicenow, simulator):
+    sync(servicenow)
+    second = start_sync(servicenow)
+
+    def move_an_early_record_to_the_end(log):
+        # Offsets shift by one: the first record of the next page slides onto this page and is never read.
+        if log.pages == 1:
+            simulator.servicenow.touch(indices=[0])
+
+    log = run_sync(second.pk, progress=move_an_early_record_to_the_end)
+    assert log.status == RunStatus.SUCCESS
+    assert log.records_read == RECORDS  # one record skipped, the touched one read twice
+    assert log.records_deleted == 0
+    assert not AssetSource.objects.filter(deleted_at__isnull=False).exists()
+
+
 def test_malformed_records_end_partial_and_mark_nothing_deleted(servicenow, simulator):
     sync(servicenow)
     simulator.servicenow.delete(count=2)

@@ -157,6 +157,10 @@ class Connector:
         """Pure: vendor record -> canonical record. Raises RecordError for a record that cannot be used."""
         raise NotImplementedError
 
+    def still_present(self, external_ids: list[str]) -> set[str]:
+        """Which of these ids the external system still has (connectors with the "lookup" capability)."""
+        raise NotImplementedError
+
     def external_id(self, raw: Any) -> str:
         """The record's id for the error log, when a record fails before it is mapped; "" if unknown."""
         return ""

@@ -37,6 +37,9 @@ from syncplane.inventory.sink import sink_for
 
 logger = logging.getLogger("syncplane.sync")
 
+# Deletion candidates a connector is asked to confirm by id; more than this is a real mass deletion or a
+# scope change, not paging drift, and is taken as it is.
+MAX_LOOKUPS = 2000
 DRY_RUN_SAMPLE = 100  # planned changes kept as evidence of a dry run; the counts cover everything
 COUNTERS = ("pages", "records_read", "records_created", "records_updated", "records_unchanged",
             "records_deleted", "records_failed", "total_expected", "heartbeat_at")
@@ -169,7 +172,7 @@ class SyncRun:
                 self._page(page, sink, state, pass_started_at)
                 cursor = page.cursor if page.cursor is not None else cursor
                 del page  # keep one page in memory, not two
-        self._finish_pass(sink, state, cursor, pass_started_at)
+            self._finish_pass(sink, state, cursor, pass_started_at)
         logger.info("sync finished", extra={"sync_log_id": log.pk, "status": log.status,
                                             "seconds": round(time.monotonic() - started, 3)})
 
@@ -252,12 +255,15 @@ class SyncRun:
         with transaction.atomic():
             if log.dry_run:
                 if reconcile:
-                    gone = sink.count_unseen(self.seen)
+                    gone = self._confirm_gone(sink.count_unseen(self.seen))
                     log.records_deleted = len(gone)
                     self._write_sample([_deletion(eid) for eid in gone], now)
             else:
                 if reconcile:
-                    gone = sink.mark_deleted(pass_started_at, now)
+                    candidates = sink.unseen(pass_started_at)
+                    gone = self._confirm_gone(candidates)
+                    sink.mark_seen(sorted(set(candidates) - set(gone)), now)
+                    sink.mark_deleted(gone, now)
                     log.records_deleted = len(gone)
                     self.outcomes.insert(
                         (log.pk, eid, RecordAction.DELETE, RecordStatus.APPLIED, None, "", None, now)
@@ -271,6 +277,14 @@ class SyncRun:
             summary = f"{log.records_failed} records could not be used; see the record errors" \
                 if log.records_failed else ""
             _finish(log, status, "", summary)
+
+    def _confirm_gone(self, candidates: list[str]) -> list[str]:
+        """Offset paging skips a record when another one moves ahead of it mid-run, and a skipped record
+        looks deleted. Where the connector can look records up by id, ask before marking any deleted."""
+        if not candidates or not self.connector.supports("lookup") or len(candidates) > MAX_LOOKUPS:
+            return candidates
+        present = self.connector.still_present(candidates)
+        return [eid for eid in candidates if eid not in present]
 
     def requeue(self, exc: IntegrationError) -> None:
         log = self.log

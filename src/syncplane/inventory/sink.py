@@ -167,16 +167,26 @@ class AssetSink:
         for part in chunks(source_ids):
             AssetSource.objects.filter(id__in=part).update(last_seen_at=now)
 
-    def mark_deleted(self, seen_before: datetime, now: datetime) -> list[str]:
-        """Sources of this system not seen since the full pass began are gone from their system."""
-        gone = AssetSource.objects.filter(
+    def unseen(self, seen_before: datetime) -> list[str]:
+        """Live sources of this system that the full pass begun at `seen_before` did not read."""
+        live = AssetSource.objects.filter(
             external_system_id=self.system_id, deleted_at__isnull=True, last_seen_at__lt=seen_before
         )
-        external_ids = list(gone.values_list("external_id", flat=True))
-        asset_ids = list(gone.values_list("asset_id", flat=True).distinct())
-        gone.update(deleted_at=now, updated_at=now)
-        self._flag_orphans(asset_ids, now)
-        return external_ids
+        return list(live.values_list("external_id", flat=True))
+
+    def mark_seen(self, external_ids: list[str], now: datetime) -> None:
+        for part in chunks(external_ids):
+            AssetSource.objects.filter(external_system_id=self.system_id, external_id__in=part).update(
+                last_seen_at=now
+            )
+
+    def mark_deleted(self, external_ids: list[str], now: datetime) -> None:
+        """Gone from their system: marked, never dropped; assets left without a live source are flagged."""
+        for part in chunks(external_ids):
+            gone = AssetSource.objects.filter(external_system_id=self.system_id, external_id__in=part)
+            asset_ids = list(gone.values_list("asset_id", flat=True))
+            gone.update(deleted_at=now, updated_at=now)
+            self._flag_orphans(asset_ids, now)
 
     def _flag_orphans(self, asset_ids: list, now: datetime) -> None:
         live = AssetSource.objects.filter(asset_id=OuterRef("pk"), deleted_at__isnull=True)

@@ -842,12 +842,28 @@ class ServiceNowSimulator:
             [("sys_updated_on", False), ("sys_id", False)],
         )
         since = self._since(query.clauses)
+        by_id = self._sys_ids_in(query.clauses)
         with self._lock:
-            if canonical and table_classes is None and since is not None:
+            if by_id is not None and table_classes is None:
+                live = sorted({i for i in map(self.index_for, by_id) if i is not None and self._is_live(i)},
+                              key=self._position_in_order)
+                total, page = len(live), live[offset : offset + limit]
+            elif canonical and table_classes is None and since is not None:
                 total, page = self._select_in_order(since, offset, limit)
             else:
                 total, page = self._select_by_scan(table_classes, query, offset, limit)
             return total, [(i, self._versions.get(i, 0), self._updated.get(i)) for i in page]
+
+    @staticmethod
+    def _sys_ids_in(clauses) -> list[str] | None:
+        """For a query that is only `sys_idIN a,b,c` (a lookup by id): the ids, else None."""
+        if len(clauses) == 1 and len(clauses[0]) == 1 and clauses[0][0][:2] == ("sys_id", "IN"):
+            return clauses[0][0][2].split(",")
+        return None
+
+    def _position_in_order(self, i: int) -> tuple:
+        updated = self._updated.get(i)
+        return (0, self._position_of(i)) if updated is None else (1, updated, i)
 
     @staticmethod
     def _since(clauses) -> int | None:

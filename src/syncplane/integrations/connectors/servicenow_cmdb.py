@@ -42,6 +42,7 @@ FIELDS = (
     "sys_created_on", "sys_updated_on",
 )
 ORDER = "ORDERBYsys_updated_on^ORDERBYsys_id"
+LOOKUP_BATCH = 100  # sys_ids per `sys_idIN` lookup: keeps the URL well under common limits
 DATE_FORMAT = "%Y-%m-%d %H:%M:%S"
 
 # install_status code -> canonical status (runbook: docs/runbooks/integration-setup.md)
@@ -143,7 +144,7 @@ class ServiceNowCMDBConnector(Connector):
     display_name = "ServiceNow CMDB"
     record_kind = "asset"
     auth_types = (AuthType.BASIC, AuthType.OAUTH2_PASSWORD, AuthType.OAUTH2_CLIENT_CREDENTIALS)
-    capabilities = frozenset({"test_connection", "full", "incremental", "dry_run"})
+    capabilities = frozenset({"test_connection", "full", "incremental", "dry_run", "lookup"})
     config_schema = {
         "type": "object",
         "properties": {
@@ -242,6 +243,15 @@ class ServiceNowCMDBConnector(Connector):
             if next_offset is None:
                 return
             offset = next_offset
+
+    def still_present(self, external_ids: list[str]) -> set[str]:
+        present = set()
+        for start in range(0, len(external_ids), LOOKUP_BATCH):
+            batch = external_ids[start : start + LOOKUP_BATCH]
+            params = self._params(f"sys_idIN{','.join(batch)}", 0, len(batch)) | {"sysparm_fields": "sys_id"}
+            records, _, _ = self._get(params)
+            present.update(value(raw, "sys_id") for raw in records if isinstance(raw, dict))
+        return present
 
     @staticmethod
     def _next_offset(response: httpx.Response, offset: int, limit: int) -> int | None:

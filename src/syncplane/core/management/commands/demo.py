@@ -3,14 +3,25 @@
 Starts the simulators, a Celery worker, Celery beat and the web server as child processes, creates an admin
 user and a ServiceNow CMDB integration pointed at the simulator, and queues its first sync. Ctrl-C stops
 every child.
+
+How stopping works: each child runs in a process group of its own, so Ctrl-C (SIGINT to the terminal's
+foreground group) reaches only `make` and this command, which then asks every child to stop, exactly once,
+waits for them, and kills any that is still running after a grace period. SIGTERM and SIGHUP do the same. On
+Linux the children also get SIGTERM from the kernel if this process dies without cleaning up (kill -9), so a
+demo never leaves servers behind. Every child's output is shown with its name in front and kept in a log
+file under the data folder, so a child that fails at start-up can be named and its output found.
 """
 
+import ctypes
 import os
 import secrets
 import signal
+import socket
 import subprocess
 import sys
+import threading
 import time
+from pathlib import Path
 
 import httpx
 from django.conf import settings
@@ -19,13 +30,23 @@ from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError
 
 from syncplane.core import roles
-from syncplane.integrations.choices import AuthType, RunStatus, SystemType, Trigger
+from syncplane.core.logging import configure_logging
+from syncplane.integrations.choices import AuthType, RunStatus, SyncMode, SystemType, Trigger
 from syncplane.integrations.engine import SyncAlreadyRunning, start_sync
 from syncplane.integrations.models import ExternalSystem, IntegrationSyncLog
 from syncplane.integrations.secrets import to_reference
 from syncplane.integrations.tasks import queue_sync
 
 DEMO_INTEGRATION = "ServiceNow CMDB (simulator)"
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+GRACE_SECONDS = 10  # after this, a child that has not stopped is killed (the simulators get 3 s more)
+LONG_LINE = 240  # children's lines longer than this are cut on the console (the log file keeps them whole)
+
+
+class ChildStopped(Exception):
+    def __init__(self, child: "Child"):
+        super().__init__(child.name)
+        self.child = child
 
 
 class Command(BaseCommand):
@@ -39,42 +60,76 @@ class Command(BaseCommand):
     def handle(self, *args, port, simulator_port, records, **options):
         if not settings.SYNCPLANE_DEMO:
             raise CommandError("run the demo with SYNCPLANE_DEMO=1 (make demo does)")
+        # The children read these; this process needs them too (it checks the simulator's URL on save).
         os.environ["SYNCPLANE_DEMO"] = "1"
         os.environ["SYNCPLANE_ALLOW_INSECURE_OUTBOUND"] = "1"
-        os.environ.setdefault("SYNCPLANE_LOG_FORMAT", "console")
-        call_command("migrate", interactive=False, verbosity=0)
-        username, password = self._admin()
-        children = Children()
-        signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+        settings.SYNCPLANE_ALLOW_INSECURE_OUTBOUND = True
+        if "SYNCPLANE_LOG_FORMAT" not in os.environ:  # readable logs on a terminal, here and in the children
+            os.environ["SYNCPLANE_LOG_FORMAT"] = "console"
+            configure_logging("console", settings.LOG_LEVEL)
+        os.environ["PYTHONUNBUFFERED"] = "1"  # children write through a pipe: show their lines as they come
+
+        children = Children(settings.DATA_DIR / "logs", self.stdout)
+        children.trap_signals()
         try:
-            cli = [sys.executable, "-m", "syncplane"]
-            celery = [sys.executable, "-m", "celery", "-A", "syncplane"]
-            children.start("simulators", [*cli, "simulate", "--port", str(simulator_port),
-                                          "--records", str(records)])
-            children.start("worker", [*celery, "worker", "-Q", "integrations", "--pool", "solo",
-                                      "--loglevel", "INFO"])
-            children.start("beat", [*celery, "beat", "--loglevel", "INFO", "--scheduler",
-                                    "django_celery_beat.schedulers:DatabaseScheduler"])
-            children.start("web", [*cli, "runserver", f"127.0.0.1:{port}", "--noreload", "--skip-checks"])
-            simulators = f"http://127.0.0.1:{simulator_port}"
-            wait_for(f"{simulators}/servicenow/_control/state", children)
-            wait_for(f"http://127.0.0.1:{port}/healthz", children)
-            system = self._integration(f"{simulators}/servicenow")
-            log = self._first_sync(system)
-            self._banner(port, simulators, username, password, system, log)
-            self._follow(log, children)
-            children.wait()
+            self._run(children, port, simulator_port, records)
         except KeyboardInterrupt:
             self.stdout.write("\nStopping the demo...")
-        finally:
             children.stop()
+            self.stdout.write("Demo stopped.")
+        except ChildStopped as exc:
+            child = exc.child
+            children.stop()
+            when = "while the demo was running" if children.running else "at start-up"
+            raise CommandError(
+                f"the {child.name} process ({child.description}) stopped {when} with exit code "
+                f"{child.process.returncode}, so the demo stopped everything. Its output is above, on the lines "
+                f"starting with '{child.name} |', and in {child.log_path}."
+            ) from None
+        except BaseException:
+            children.stop()
+            raise
+
+    def _run(self, children: "Children", port: int, simulator_port: int, records: int) -> None:
+        for what, number in (("web server", port), ("simulators", simulator_port)):
+            if not port_is_free(number):
+                raise CommandError(
+                    f"port {number} (the {what}) is already in use: is another demo still running? Stop it, or "
+                    f"pick another port with --port / --simulator-port."
+                )
+        call_command("migrate", interactive=False, verbosity=0)
+        username, password = self._admin()
+
+        cli = [sys.executable, "-m", "syncplane"]
+        celery = [sys.executable, "-m", "celery", "-A", "syncplane"]
+        children.start("simulators", "syncplane simulate",
+                       [*cli, "simulate", "--port", str(simulator_port), "--records", str(records)], stop_last=True)
+        children.start("worker", "celery worker",
+                       [*celery, "worker", "-Q", "integrations", "--pool", "solo", "--loglevel", "INFO",
+                        "--without-gossip", "--without-mingle", "--without-heartbeat"])
+        children.start("beat", "celery beat",
+                       [*celery, "beat", "--loglevel", "INFO", "--scheduler",
+                        "django_celery_beat.schedulers:DatabaseScheduler"])
+        children.start("web", "syncplane runserver",
+                       [*cli, "runserver", f"127.0.0.1:{port}", "--noreload", "--skip-checks"])
+
+        simulators = f"http://127.0.0.1:{simulator_port}"
+        wait_for(f"{simulators}/servicenow/_control/state", children)
+        wait_for(f"http://127.0.0.1:{port}/healthz", children)
+        system = self._integration(f"{simulators}/servicenow")
+        log = self._first_sync(system)
+        self._banner(port, simulators, username, password, system, log)
+        children.running = True
+        self._follow(log, children)
+        children.wait()
 
     def _admin(self) -> tuple[str, str]:
         """The demo admin; its password is kept in the data folder so a restart can print it again."""
         password_file = settings.DATA_DIR / "demo-admin-password"
         if not password_file.exists():
-            password_file.write_text(secrets.token_urlsafe(12))
-            password_file.chmod(0o600)
+            fd = os.open(password_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as handle:
+                handle.write(secrets.token_urlsafe(12))
         password = password_file.read_text().strip()
         user, _ = get_user_model().objects.get_or_create(username="admin", defaults={"email": "admin@example.com"})
         user.is_staff = user.is_superuser = True
@@ -99,8 +154,13 @@ class Command(BaseCommand):
         return system
 
     def _first_sync(self, system: ExternalSystem) -> IntegrationSyncLog:
+        """A full sync the first time; after a restart, an incremental one (or the run still in progress)."""
+        synced_before = IntegrationSyncLog.objects.filter(
+            external_system=system, status=RunStatus.SUCCESS, mode=SyncMode.FULL, dry_run=False
+        ).exists()
+        mode = SyncMode.INCREMENTAL if synced_before else SyncMode.FULL
         try:
-            log = start_sync(system, trigger=Trigger.MANUAL, requested_by="demo")
+            log = start_sync(system, mode=mode, trigger=Trigger.MANUAL, requested_by="demo")
         except SyncAlreadyRunning as exc:
             return exc.log
         queue_sync(log.pk)
@@ -116,8 +176,10 @@ class Command(BaseCommand):
             f"  Log in as             {username} / {password}\n"
             f"  Simulators            {simulators}/servicenow\n"
             f"  Integration           #{system.pk} {system.name}\n"
-            f"  First sync            {web}/api/v1/integration-sync-logs/{log.pk}/\n"
-            f"  From a shell          SYNCPLANE_DEMO=1 .venv/bin/syncplane sync {system.pk} --mode incremental\n"
+            f"  Sync #{log.pk:<16}{web}/api/v1/integration-sync-logs/{log.pk}/\n"
+            f"  From a shell          SYNCPLANE_DEMO=1 SYNCPLANE_ALLOW_INSECURE_OUTBOUND=1 "
+            f".venv/bin/syncplane sync {system.pk} --mode incremental\n"
+            f"  Logs                  {settings.DATA_DIR / 'logs'}/\n"
             "\nPress Ctrl-C to stop everything.\n"
         )
 
@@ -130,41 +192,180 @@ class Command(BaseCommand):
                 from syncplane.integrations.management.commands.sync import summary
 
                 style = self.style.SUCCESS if log.status == RunStatus.SUCCESS else self.style.WARNING
-                self.stdout.write(style("First sync finished:\n" + summary(log)))
+                self.stdout.write(style("Sync finished:\n" + summary(log)))
                 return
             time.sleep(1)
-        self.stdout.write(self.style.WARNING("The first sync is still running; watch it in the API."))
+        self.stdout.write(self.style.WARNING("The sync is still running; watch it in the API."))
+
+
+class Child:
+    def __init__(self, name: str, description: str, process: subprocess.Popen, log_path: Path, stop_last: bool):
+        self.name = name
+        self.stop_last = stop_last
+        self.description = description
+        self.process = process
+        self.log_path = log_path
+        self.reader: threading.Thread | None = None
 
 
 class Children:
     """The demo's child processes: started together, watched, and stopped together."""
 
-    def __init__(self):
-        self.processes: dict[str, subprocess.Popen] = {}
+    def __init__(self, log_dir: Path, stdout):
+        self.log_dir = log_dir
+        self.stdout = stdout
+        self.children: list[Child] = []
+        self.output_lock = threading.RLock()  # a signal handler may write while this thread holds it
+        self.stop_signal: int | None = None  # the first stop signal received
+        self.stopping = False
+        self.hurry = False  # a second Ctrl-C while stopping: kill what is left
+        self.deferring = False  # while a child is being started, a signal is noted and acted on afterwards
+        self.running = False  # every child is up (the banner is out)
 
-    def start(self, name: str, command: list[str]) -> None:
-        self.processes[name] = subprocess.Popen(command, env=os.environ.copy())
+    # Signals -------------------------------------------------------------------------------------------------
+
+    def trap_signals(self) -> None:
+        # Installed whatever the inherited disposition: a background job (as in CI) starts with SIGINT ignored.
+        for signum in STOP_SIGNALS:
+            signal.signal(signum, self._on_signal)
+
+    def _on_signal(self, signum, _frame) -> None:
+        if self.stopping:
+            if signum == signal.SIGINT and not self.hurry:
+                self.hurry = True
+                self._say("Ctrl-C again: killing what is left.")
+            return
+        if self.stop_signal is not None:  # already on its way out
+            return
+        self.stop_signal = signum
+        if not self.deferring:
+            raise KeyboardInterrupt
+
+    # Starting and watching -----------------------------------------------------------------------------------
+
+    def start(self, name: str, description: str, command: list[str], *, stop_last: bool = False) -> None:
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        log_path = self.log_dir / f"{name}.log"
+        self.deferring = True
+        try:
+            process = subprocess.Popen(
+                command,
+                env=os.environ.copy(),
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                process_group=0,  # Ctrl-C reaches this process only; it stops the children itself
+                preexec_fn=_die_with_parent(os.getpid()),
+            )
+            child = Child(name, description, process, log_path, stop_last)
+            self.children.append(child)
+        finally:
+            self.deferring = False
+        child.reader = threading.Thread(target=self._copy_output, args=(child,), name=f"output-{name}", daemon=True)
+        child.reader.start()
+        if self.stop_signal is not None and not self.stopping:
+            raise KeyboardInterrupt
+
+    def _copy_output(self, child: Child) -> None:
+        """Each line of the child on the console, behind its name, and whole in its log file."""
+        prefix = f"{child.name:<10} | "
+        with open(child.log_path, "w", encoding="utf-8", errors="replace") as log_file:
+            for raw in iter(child.process.stdout.readline, b""):
+                line = raw.decode("utf-8", errors="replace").rstrip("\r\n")
+                log_file.write(line + "\n")
+                log_file.flush()
+                shown = line if len(line) <= LONG_LINE else line[:LONG_LINE] + " [...]"
+                self._say(prefix + shown)
+        child.process.stdout.close()
+
+    def _say(self, text: str) -> None:
+        with self.output_lock:
+            try:
+                self.stdout.write(text)
+                self.stdout.flush()
+            except (OSError, ValueError):  # the console went away; the log files still have everything
+                pass
 
     def check(self) -> None:
-        for name, process in self.processes.items():
-            if process.poll() is not None:
-                raise CommandError(f"the {name} process stopped (exit code {process.returncode})")
+        for child in self.children:
+            if child.process.poll() is not None:
+                self.stopping = True  # from here on a signal must not interrupt the clean-up
+                raise ChildStopped(child)
 
     def wait(self) -> None:
         while True:
             self.check()
-            time.sleep(1)
+            time.sleep(0.5)
+
+    # Stopping ------------------------------------------------------------------------------------------------
 
     def stop(self) -> None:
-        for process in self.processes.values():
-            if process.poll() is None:
-                process.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + 15
-        for process in self.processes.values():
-            try:
-                process.wait(timeout=max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                process.kill()
+        """Ask every running child to stop, once; wait for them; kill those still running after a grace period.
+
+        The simulators stop last, so that a sync the worker is finishing (Celery's warm shutdown) can still
+        reach them."""
+        self.stopping = True
+        self._stop([child for child in self.children if not child.stop_last], GRACE_SECONDS)
+        self._stop([child for child in self.children if child.stop_last], 3)
+        for child in self.children:
+            if child.reader is not None:
+                child.reader.join(timeout=2)
+
+    def _stop(self, group: list[Child], grace: float) -> None:
+        for child in group:
+            _terminate(child)  # each stops cleanly on SIGTERM (Celery: warm shutdown)
+        deadline = time.monotonic() + grace
+        while any(child.process.poll() is None for child in group):
+            if self.hurry or time.monotonic() >= deadline:
+                for child in group:
+                    if child.process.poll() is None:
+                        if not self.hurry:
+                            self._say(f"The {child.name} process did not stop within {grace:.0f} s: killing it.")
+                        _signal(child.process, signal.SIGKILL)
+                for child in group:
+                    child.process.wait()
+                return
+            time.sleep(0.1)
+
+
+def _terminate(child: Child) -> None:
+    if child.process.poll() is None:
+        _signal(child.process, signal.SIGTERM)
+
+
+def _signal(process: subprocess.Popen, signum: int) -> None:
+    try:
+        process.send_signal(signum)
+    except ProcessLookupError:
+        pass
+
+
+def _die_with_parent(parent_pid: int):
+    """A function for Popen's preexec_fn: on Linux, the child gets SIGTERM when the demo dies, however it dies."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+    pr_set_pdeathsig = 1
+
+    def preexec() -> None:
+        prctl(pr_set_pdeathsig, signal.SIGTERM, 0, 0, 0)
+        if os.getppid() != parent_pid:  # the demo died before prctl took effect
+            os._exit(1)
+
+    return preexec
+
+
+def port_is_free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
 
 
 def wait_for(url: str, children: Children, timeout: float = 60) -> None:
@@ -177,4 +378,4 @@ def wait_for(url: str, children: Children, timeout: float = 60) -> None:
         except httpx.HTTPError:
             pass
         time.sleep(0.3)
-    raise CommandError(f"{url} did not answer within {timeout:.0f} s")
+    raise CommandError(f"{url} did not answer within {timeout:.0f} s; the children's logs are in {children.log_dir}")
