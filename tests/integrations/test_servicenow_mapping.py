@@ -7,7 +7,6 @@ import pytest
 
 from syncplane.integrations.connectors.servicenow_cmdb import INSTALL_STATUS, map_computer
 from syncplane.integrations.errors import RecordError
-from syncplane.integrations.jsontext import records_with_text
 
 PAGE = json.loads((Path(__file__).parent.parent / "fixtures/servicenow/cmdb_ci_computer_page.json").read_text())
 LAPTOP, ESX, LINUX_VM = PAGE["result"]
@@ -76,13 +75,3 @@ def test_default_display_modes_map_the_same():
 def test_malformed_records_are_refused_with_a_reason(change, reason):
     with pytest.raises(RecordError, match=reason):
         map_computer({**LAPTOP, **change})
-
-
-def test_records_keep_their_text_exactly_as_received():
-    body = json.dumps(PAGE, ensure_ascii=False, indent=1)
-    records, texts = records_with_text(body, "result")
-    assert records == PAGE["result"]
-    assert [json.loads(text) for text in texts] == PAGE["result"]
-    assert "Jürgen" in texts[0]
-    assert records_with_text('{"result": [], "x": 1}', "result") is None  # any other shape: parse normally
-    assert records_with_text('{"result": []}', "result") == ([], [])

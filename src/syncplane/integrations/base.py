@@ -83,7 +83,6 @@ class Page:
     resume: dict | None = None  # None: this was the last page
     cursor: Any = None  # the incremental cursor after this page (greatest change marker seen so far)
     total: int | None = None  # total the source announced, when it does
-    raw_texts: list[str] | None = None  # each record's JSON text as received, when the connector kept it
 
 
 @dataclass
@@ -91,7 +90,6 @@ class MappedRecord:
     external_id: str
     attributes: dict
     raw: dict = field(repr=False, default_factory=dict)
-    raw_text: str | None = field(repr=False, default=None)  # the raw record's JSON text, when known
 
 
 @dataclass

@@ -190,13 +190,10 @@ class SyncRun:
         now = timezone.now()
         mapped: list[MappedRecord] = []
         failures = []
-        texts = page.raw_texts
-        for position, raw in enumerate(page.records):
+        for raw in page.records:
             try:
                 record = self.connector.map_record(raw)
                 sink.validate(record)
-                if texts is not None:
-                    record.raw_text = texts[position]
                 mapped.append(record)
             except RecordError as exc:
                 failures.append((log.pk, self.connector.external_id(raw), RecordAction.NONE,

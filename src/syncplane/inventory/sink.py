@@ -12,6 +12,8 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
 
+import orjson
+from django.db import connection
 from django.db.models import Exists, OuterRef
 
 from syncplane.core.bulk import Table, chunks
@@ -39,12 +41,8 @@ _CHOICES = {
 
 
 def fingerprint(attributes: dict) -> str:
-    """Equal exactly when the mapped attributes are equal. (A fifth of the cost of hashing sorted JSON.)"""
-    encoded = "\x1f".join(
-        f"{name}\x1e{'s' + value if type(value) is str else 'r' + repr(value)}"  # noqa: E721
-        for name, value in sorted(attributes.items())
-    )
-    return hashlib.blake2b(encoded.encode(), digest_size=16).hexdigest()
+    """Equal exactly when the mapped attributes are equal."""
+    return hashlib.blake2b(orjson.dumps(attributes, option=orjson.OPT_SORT_KEYS), digest_size=16).hexdigest()
 
 
 @dataclass
@@ -95,12 +93,23 @@ class AssetSink:
             raise RecordError("the record's external id is empty or longer than 255 characters")
 
     def _existing(self, external_ids: list[str]) -> dict[str, tuple]:
-        """external_id -> (source id, asset id, fingerprint, deleted_at, attributes) for the page."""
+        """external_id -> (source id, asset id, fingerprint, deleted_at) for the page, in one query per chunk.
+
+        Raw SQL: the ORM spends more time building a 500-value IN list than the database takes to answer.
+        Ids come back in the driver's form (hex text on SQLite), which the bulk writer accepts as they are.
+        """
         rows = {}
-        for part in chunks(external_ids):
-            query = AssetSource.objects.filter(external_system_id=self.system_id, external_id__in=part)
-            for row in query.values_list("external_id", "id", "asset_id", "fingerprint", "deleted_at"):
-                rows[row[0]] = row[1:]
+        table = AssetSource._meta.db_table
+        with connection.cursor() as cursor:
+            for part in chunks(external_ids):
+                marks = ", ".join(["%s"] * len(part))
+                cursor.execute(
+                    f"SELECT external_id, id, asset_id, fingerprint, deleted_at FROM {table} "  # noqa: S608
+                    f"WHERE external_system_id = %s AND external_id IN ({marks})",
+                    [self.system_id, *part],
+                )
+                for row in cursor.fetchall():
+                    rows[row[0]] = row[1:]
         return rows
 
     def plan(self, records: list[MappedRecord]) -> PagePlan:
@@ -148,14 +157,14 @@ class AssetSink:
             asset_rows.append((asset_id, *values, sources, False, now, now))
             source_rows.append(
                 (source_id, asset_id, self.system_id, record.external_id, record.attributes,
-                 record.raw_text or record.raw, fp, now, now, now, None)
+                 record.raw, fp, now, now, now, None)
             )
         self.assets.insert(asset_rows)
         self.sources.insert(source_rows)
 
         source_updates, asset_updates = [], []
         for record, fp, (source_id, asset_id, _old_fp, _deleted, *_rest) in plan.updates:
-            source_updates.append((source_id, record.attributes, record.raw_text or record.raw, fp, now, now, None))
+            source_updates.append((source_id, record.attributes, record.raw, fp, now, now, None))
             values, sources = asset_values(record.attributes, source_id)
             asset_updates.append((asset_id, *values, sources, False, now))
         self.source_updates.update_by_pk(source_updates)
@@ -164,8 +173,13 @@ class AssetSink:
         self._touch(plan.unchanged_ids, now)
 
     def _touch(self, source_ids: list, now: datetime) -> None:
-        for part in chunks(source_ids):
-            AssetSource.objects.filter(id__in=part).update(last_seen_at=now)
+        table = AssetSource._meta.db_table
+        seen_at = self.sources.adapt_value("last_seen_at", now)
+        with connection.cursor() as cursor:
+            for part in chunks(source_ids):
+                marks = ", ".join(["%s"] * len(part))
+                cursor.execute(f"UPDATE {table} SET last_seen_at = %s WHERE id IN ({marks})",  # noqa: S608
+                               [seen_at, *part])
 
     def unseen(self, seen_before: datetime) -> list[str]:
         """Live sources of this system that the full pass begun at `seen_before` did not read."""

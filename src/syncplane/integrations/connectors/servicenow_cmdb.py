@@ -31,7 +31,6 @@ from syncplane.integrations.base import (
 from syncplane.integrations.choices import AuthType, Category, SystemType
 from syncplane.integrations.errors import PermanentError, RecordError
 from syncplane.integrations.http import HttpClient
-from syncplane.integrations.jsontext import records_with_text
 from syncplane.integrations.registry import register
 from syncplane.inventory.normalize import normalize_mac
 
@@ -201,21 +200,16 @@ class ServiceNowCMDBConnector(Connector):
             "sysparm_offset": str(offset),
         }
 
-    def _get(self, params: dict) -> tuple[list, list | None, httpx.Response]:
-        """(records, their JSON texts or None, response)."""
+    def _get(self, params: dict) -> tuple[list, httpx.Response]:
         response = self.client.get(self.table_path, params=params)
-        self.client.require_json(response)
-        parsed = records_with_text(response.text, "result")
-        if parsed is not None:
-            return parsed[0], parsed[1], response
         body = self.client.json(response)
         result = body.get("result") if isinstance(body, dict) else None
         if not isinstance(result, list):
             raise PermanentError(f"GET {self.table_path} answered without a result list")
-        return result, None, response
+        return result, response
 
     def test_connection(self) -> ConnectionResult:
-        _, _, response = self._get(self._params(self._query(None), 0, 1) | {"sysparm_fields": "sys_id"})
+        _, response = self._get(self._params(self._query(None), 0, 1) | {"sysparm_fields": "sys_id"})
         total = response.headers.get("X-Total-Count")
         return ConnectionResult(
             ok=True,
@@ -231,15 +225,14 @@ class ServiceNowCMDBConnector(Connector):
         query, offset, limit = self._query(since), 0, self.config["page_size"]
         greatest = since
         while True:
-            records, texts, response = self._get(self._params(query, offset, limit))
+            records, response = self._get(self._params(query, offset, limit))
             for raw in records:
                 updated = value(raw, "sys_updated_on") if isinstance(raw, dict) else ""
                 if updated and (greatest is None or updated > greatest):
                     greatest = updated
             next_offset = self._next_offset(response, offset, limit)
             resume_token = {"since": greatest} if next_offset is not None else None
-            yield Page(records=records, resume=resume_token, cursor=greatest, total=_total(response),
-                       raw_texts=texts)
+            yield Page(records=records, resume=resume_token, cursor=greatest, total=_total(response))
             if next_offset is None:
                 return
             offset = next_offset
@@ -249,7 +242,7 @@ class ServiceNowCMDBConnector(Connector):
         for start in range(0, len(external_ids), LOOKUP_BATCH):
             batch = external_ids[start : start + LOOKUP_BATCH]
             params = self._params(f"sys_idIN{','.join(batch)}", 0, len(batch)) | {"sysparm_fields": "sys_id"}
-            records, _, _ = self._get(params)
+            records, _ = self._get(params)
             present.update(value(raw, "sys_id") for raw in records if isinstance(raw, dict))
         return present
 
