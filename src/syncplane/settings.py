@@ -34,7 +34,7 @@ ALLOWED_HOSTS = env_list("SYNCPLANE_ALLOWED_HOSTS", ["127.0.0.1", "localhost"])
 CSRF_TRUSTED_ORIGINS = env_list("SYNCPLANE_CSRF_TRUSTED_ORIGINS", [])
 
 # Plain http and loopback / private addresses for outbound calls: only for the demo and tests.
-SYNCPLANE_ALLOW_INSECURE_OUTBOUND = env_bool("SYNCPLANE_ALLOW_INSECURE_OUTBOUND", False)
+SYNCPLANE_ALLOW_INSECURE_OUTBOUND = env_bool("SYNCPLANE_ALLOW_INSECURE_OUTBOUND", SYNCPLANE_DEMO)
 # Tests that need PostgreSQL, Redis or slapd skip without them, unless this says they must run (CI).
 SYNCPLANE_REQUIRE_SERVICES = env_bool("SYNCPLANE_REQUIRE_SERVICES", False)
 

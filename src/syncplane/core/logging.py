@@ -19,12 +19,23 @@ def _add_correlation_id(_logger, _method, event_dict):
     return event_dict
 
 
+# Extras some libraries attach that are objects, not data (Django's dev server adds its socket).
+_UNPRINTABLE = ("request", "server_time")
+
+
+def _drop_unprintable(_logger, _method, event_dict):
+    for key in _UNPRINTABLE:
+        event_dict.pop(key, None)
+    return event_dict
+
+
 def configure_logging(log_format: str = "json", level: str = "INFO") -> None:
     shared = [
         structlog.contextvars.merge_contextvars,
         structlog.stdlib.add_log_level,
         structlog.stdlib.add_logger_name,
         structlog.stdlib.ExtraAdder(),  # logger.info("...", extra={...}) fields become keys of the line
+        _drop_unprintable,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
         _add_correlation_id,
     ]

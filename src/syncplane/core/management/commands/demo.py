@@ -177,7 +177,7 @@ class Command(BaseCommand):
             f"  Simulators            {simulators}/servicenow\n"
             f"  Integration           #{system.pk} {system.name}\n"
             f"  Sync #{log.pk:<16}{web}/api/v1/integration-sync-logs/{log.pk}/\n"
-            f"  From a shell          SYNCPLANE_DEMO=1 SYNCPLANE_ALLOW_INSECURE_OUTBOUND=1 "
+            f"  From a shell          SYNCPLANE_DEMO=1 "
             f".venv/bin/syncplane sync {system.pk} --mode incremental\n"
             f"  Logs                  {settings.DATA_DIR / 'logs'}/\n"
             "\nPress Ctrl-C to stop everything.\n"
