@@ -155,13 +155,13 @@ class Killed(BaseException):
     """Stands in for the worker process dying: not an Exception, so nothing in the engine catches it."""
 
 
+def die_after_two_pages(log):
+    if log.pages == 2:
+        raise Killed
+
+
 def test_killed_run_resumes_from_its_checkpoint_without_duplicates_or_gaps(servicenow, simulator):
     first = start_sync(servicenow)
-
-    def die_after_two_pages(log):
-        if log.pages == 2:
-            raise Killed
-
     with pytest.raises(Killed):
         run_sync(first.pk, progress=die_after_two_pages)
     assert Asset.objects.count() == 100
@@ -187,11 +187,6 @@ def test_killed_run_resumes_from_its_checkpoint_without_duplicates_or_gaps(servi
 def test_resumed_full_pass_still_finds_deletions(servicenow, simulator):
     sync(servicenow)
     interrupted = start_sync(servicenow)
-
-    def die_after_two_pages(log):
-        if log.pages == 2:
-            raise Killed
-
     with pytest.raises(Killed):
         run_sync(interrupted.pk, progress=die_after_two_pages)
     IntegrationSyncLog.objects.filter(pk=interrupted.pk).update(heartbeat_at=timezone.now() - timedelta(hours=1))
