@@ -117,28 +117,3 @@ class ScriptedServer:
         with self._lock:
             self.requests.append(recorded)
         return self._next_reply(recorded).to_response()
-
-
-class FakeVault:
-    """The part of HashiCorp Vault's KV v2 API that hvac's read_secret_version uses."""
-
-    def __init__(self, token: str, mount: str = "secret", secrets: dict[str, dict] | None = None):
-        self.token = token
-        self.mount = mount
-        self.secrets = dict(secrets or {})
-
-    def __call__(self, request: Recorded) -> Reply:
-        if request.header("X-Vault-Token") != self.token:
-            return Reply(403, json={"errors": ["permission denied"]})
-        prefix = f"/v1/{self.mount}/data/"
-        path = request.path[len(prefix) :] if request.path.startswith(prefix) else None
-        if request.method != "GET" or path not in self.secrets:
-            return Reply(404, json={"errors": []})
-        metadata = {
-            "created_time": "2025-01-01T00:00:00Z",
-            "custom_metadata": None,
-            "deletion_time": "",
-            "destroyed": False,
-            "version": 1,
-        }
-        return Reply(200, json={"data": {"data": self.secrets[path], "metadata": metadata}})

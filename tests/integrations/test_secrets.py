@@ -19,7 +19,7 @@ from syncplane.integrations.secrets import (
     to_reference,
     validate_reference,
 )
-from tests.integrations.httpserver import FakeVault, ScriptedServer
+from syncplane.simulators.server import SimulatorServer
 
 VAULT_TOKEN = "hvs.test-vault-token"
 
@@ -99,25 +99,21 @@ def test_bad_encryption_key_is_a_configuration_error(settings):
 
 @pytest.fixture
 def vault(settings, monkeypatch):
-    server = ScriptedServer().start()
-    fake = FakeVault(
-        VAULT_TOKEN, secrets={"integrations/servicenow": {"password": "from-vault", "port": 8443}}
-    )
-    server.route("/v1/", fake)
-    monkeypatch.setenv("TEST_VAULT_TOKEN", VAULT_TOKEN)
-    settings.SYNCPLANE_VAULT_ADDR = server.url
-    settings.SYNCPLANE_VAULT_TOKEN = "env:TEST_VAULT_TOKEN"
-    settings.SYNCPLANE_VAULT_MOUNT = "secret"
-    yield server
-    server.stop()
+    """The project's Vault simulator (KV v2), served under /vault of the simulators' server."""
+    with SimulatorServer(records=0) as server:
+        server.vault.token = VAULT_TOKEN
+        server.vault.put("integrations/servicenow", {"password": "from-vault", "port": 8443})
+        monkeypatch.setenv("TEST_VAULT_TOKEN", VAULT_TOKEN)
+        settings.SYNCPLANE_VAULT_ADDR = f"{server.url}/vault"
+        settings.SYNCPLANE_VAULT_TOKEN = "env:TEST_VAULT_TOKEN"
+        settings.SYNCPLANE_VAULT_MOUNT = "secret"
+        yield server.vault
 
 
 def test_vault_reference(vault):
     assert resolve_secret("vault:integrations/servicenow#password") == "from-vault"
     assert resolve_secret("vault:integrations/servicenow#port") == "8443"
-    request = vault.requests[0]
-    assert request.path == "/v1/secret/data/integrations/servicenow"
-    assert request.header("X-Vault-Token") == VAULT_TOKEN
+    assert vault.stats["reads"] == 2 and vault.stats.get("auth_failures", 0) == 0
 
 
 def test_vault_token_from_a_file(vault, settings, tmp_path):

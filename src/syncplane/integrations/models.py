@@ -222,7 +222,10 @@ def verify_chain(external_system_id: int) -> int | None:
 class SyncRecordOutcome(models.Model):
     """What happened to one record in one run. Written in bulk; only changes and failures get a row."""
 
-    sync_log = models.ForeignKey(IntegrationSyncLog, on_delete=models.PROTECT, related_name="outcomes")
+    # No index of its own: the (sync_log, status) index below serves every lookup by log.
+    sync_log = models.ForeignKey(
+        IntegrationSyncLog, on_delete=models.PROTECT, related_name="outcomes", db_index=False
+    )
     external_id = models.CharField(max_length=255, blank=True)
     action = models.CharField(max_length=20, choices=RecordAction.choices)
     status = models.CharField(max_length=20, choices=RecordStatus.choices)
