@@ -48,12 +48,13 @@ class SimulatorServer:
         *,
         quiet: bool = True,
         cache_records: int = 20_000,
+        extra_apps: dict | None = None,
     ):
         self.host = host
         self.port = port
         self.servicenow = ServiceNowSimulator(records=records, seed=seed, cache_records=cache_records)
         self.vault = VaultSimulator()
-        self.app = PrefixDispatcher({"/servicenow": self.servicenow, "/vault": self.vault})
+        self.app = PrefixDispatcher({"/servicenow": self.servicenow, "/vault": self.vault, **(extra_apps or {})})
         self._quiet = quiet
         self._server = None
         self._thread: threading.Thread | None = None
