@@ -202,6 +202,19 @@ def test_resumed_full_pass_still_finds_deletions(servicenow, simulator):
     assert read_already
 
 
+def test_failures_before_a_resume_still_block_deletions(servicenow, simulator):
+    sync(servicenow)
+    simulator.servicenow.inject_fault("malformed", indices=[5])  # on the first page, before the crash
+    interrupted = start_sync(servicenow)
+    with pytest.raises(Killed):
+        run_sync(interrupted.pk, progress=die_after_two_pages)
+    IntegrationSyncLog.objects.filter(pk=interrupted.pk).update(heartbeat_at=timezone.now() - timedelta(hours=1))
+    simulator.servicenow.delete(indices=[200])
+    resumed = sync(servicenow)
+    assert resumed.records_failed == 0 and resumed.records_deleted == 0
+    assert not AssetSource.objects.filter(deleted_at__isnull=False).exists()
+
+
 def test_second_trigger_while_running_is_refused(servicenow):
     start_sync(servicenow)
     with pytest.raises(SyncAlreadyRunning) as refused:

@@ -148,6 +148,7 @@ class SyncRun:
         self.outcomes = Table(SyncRecordOutcome, OUTCOME_COLUMNS)
         self.seen: set[str] = set()  # dry-run full passes only: they write no last_seen_at to compare
         self.sampled = 0
+        self.pass_failures = 0  # failed records in this pass, including the part before a resume
 
     def execute(self) -> None:
         log = self.log
@@ -183,6 +184,7 @@ class SyncRun:
         if checkpoint.get("log_id") != self.log.pk:
             self.log.resumed_from_id = checkpoint["log_id"]
             self.log.save(update_fields=["resumed_from"])
+        self.pass_failures = checkpoint.get("pass_failures", 0)
         return checkpoint["resume"], datetime.fromisoformat(checkpoint["pass_started_at"])
 
     def _page(self, page, sink, state: SyncState, pass_started_at: datetime) -> None:
@@ -206,6 +208,7 @@ class SyncRun:
         log.records_updated += plan.updated
         log.records_unchanged += plan.unchanged
         log.records_failed += len(failures)
+        self.pass_failures += len(failures)
         log.heartbeat_at = now
         if page.total is not None and log.total_expected is None:
             log.total_expected = page.total
@@ -227,6 +230,7 @@ class SyncRun:
                     "log_id": log.pk,
                     "mode": log.mode,
                     "pass_started_at": pass_started_at.isoformat(),
+                    "pass_failures": self.pass_failures,
                     "resume": page.resume,
                 }
                 state.save(update_fields=["checkpoint", "updated_at"])
@@ -247,8 +251,9 @@ class SyncRun:
     def _finish_pass(self, sink, state: SyncState, cursor, pass_started_at: datetime) -> None:
         log = self.log
         now = timezone.now()
-        # Deletion needs a complete, clean full pass: after a partial one, "not seen" proves nothing.
-        reconcile = log.mode == SyncMode.FULL and log.records_failed == 0
+        # Deletion needs a complete, clean full pass (before and after any resume): after a partial one,
+        # "not seen" proves nothing.
+        reconcile = log.mode == SyncMode.FULL and self.pass_failures == 0
         with transaction.atomic():
             if log.dry_run:
                 if reconcile:
