@@ -4,6 +4,7 @@ Each reader names the variable in its error, so a bad value stops start-up with 
 on instead of a traceback from deep inside a library.
 """
 
+import json
 import os
 import secrets
 from pathlib import Path
@@ -66,3 +67,49 @@ def demo_secret_key(data_dir: Path) -> str:
         with os.fdopen(fd, "w") as handle:
             handle.write(secrets.token_urlsafe(50))
     return path.read_text().strip()
+
+
+IDENTIFICATION_RULES = ("serial_number", "mac_address", "hostname")
+
+# Which system's value an asset attribute takes when several sources have one: the first system type in the
+# list that has a non-empty value wins. "default" applies to every attribute without a list of its own.
+DEFAULT_PRECEDENCE = {
+    "default": [
+        "servicenow_cmdb", "jira_assets", "freshservice_cmdb", "apple_business_manager", "android_enterprise",
+        "entra_id", "active_directory", "defender_endpoint",
+    ],
+    # The security and device-management systems know compliance best.
+    "compliance_state": ["defender_endpoint", "entra_id", "apple_business_manager", "android_enterprise"],
+    "compliance_score": ["defender_endpoint"],
+    "last_seen_at": ["defender_endpoint", "entra_id", "apple_business_manager", "android_enterprise"],
+}
+
+
+def identification_rules(names: list[str]) -> list[str]:
+    unknown = [name for name in names if name not in IDENTIFICATION_RULES]
+    if unknown or not names or len(set(names)) != len(names):
+        raise ImproperlyConfigured(
+            "SYNCPLANE_IDENTIFICATION_RULES must list some of serial_number, mac_address, hostname, in order and "
+            f"without repeats; got {', '.join(names) or 'nothing'}"
+        )
+    return names
+
+
+def precedence(raw: str) -> dict[str, list[str]]:
+    """DEFAULT_PRECEDENCE, with the per-attribute lists of SYNCPLANE_PRECEDENCE (JSON) laid over it."""
+    result = {name: list(order) for name, order in DEFAULT_PRECEDENCE.items()}
+    if not raw.strip():
+        return result
+    try:
+        given = json.loads(raw)
+    except ValueError as exc:
+        raise ImproperlyConfigured(f"SYNCPLANE_PRECEDENCE is not valid JSON: {exc}") from None
+    if not isinstance(given, dict) or not all(
+        isinstance(order, list) and all(isinstance(item, str) for item in order) for order in given.values()
+    ):
+        raise ImproperlyConfigured(
+            'SYNCPLANE_PRECEDENCE must map attribute names to lists of system types, e.g. '
+            '{"location": ["jira_assets", "servicenow_cmdb"]}'
+        )
+    result.update(given)
+    return result

@@ -10,7 +10,16 @@ from pathlib import Path
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
-from syncplane.config import demo_secret_key, env_bool, env_choice, env_int, env_list, env_str
+from syncplane.config import (
+    demo_secret_key,
+    env_bool,
+    env_choice,
+    env_int,
+    env_list,
+    env_str,
+    identification_rules,
+    precedence,
+)
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 DATA_DIR = Path(env_str("SYNCPLANE_DATA_DIR", str(PACKAGE_DIR.parent.parent / "var"))).resolve()
@@ -47,6 +56,11 @@ SYNCPLANE_VAULT_MOUNT = env_str("SYNCPLANE_VAULT_MOUNT", "secret")
 
 # The schedule runs incremental syncs, and a full one (which reconciles deletions) after this many hours.
 SYNCPLANE_FULL_SYNC_HOURS = env_int("SYNCPLANE_FULL_SYNC_HOURS", 24, minimum=1)
+# Reconciliation: the identification rules in order, and which system's value wins per attribute.
+SYNCPLANE_IDENTIFICATION_RULES = identification_rules(
+    env_list("SYNCPLANE_IDENTIFICATION_RULES", ["serial_number", "mac_address", "hostname"])
+)
+SYNCPLANE_PRECEDENCE = precedence(env_str("SYNCPLANE_PRECEDENCE", ""))
 # A running sync whose heartbeat is older than this is taken as dead (its worker was killed).
 SYNCPLANE_STALE_RUN_SECONDS = env_int("SYNCPLANE_STALE_RUN_SECONDS", 600, minimum=30)
 

@@ -13,7 +13,7 @@ from syncplane.integrations.choices import RunStatus
 from syncplane.integrations.engine import start_sync
 from syncplane.integrations.models import IntegrationSyncLog
 from syncplane.integrations.tasks import run_integration_sync
-from syncplane.inventory.models import Asset
+from syncplane.inventory.models import AssetSource
 from tests.conftest import require_service
 
 
@@ -72,5 +72,5 @@ def test_a_real_worker_runs_a_queued_sync(servicenow):
         worker.terminate()
         worker.wait(timeout=30)
     assert log.status == RunStatus.SUCCESS, log.error_summary
-    assert Asset.objects.count() == 250
+    assert AssetSource.objects.count() == 250
     assert IntegrationSyncLog.objects.get(pk=log.pk).attempts == 1

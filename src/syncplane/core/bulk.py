@@ -74,7 +74,7 @@ class Table:
 
     def adapt_value(self, column: str, value):
         for index, adapt in self.adapters:
-            if self.fields[index].name == column:
+            if column in (self.fields[index].name, self.fields[index].attname):
                 return adapt(value)
         return value
 

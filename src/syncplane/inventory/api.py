@@ -21,7 +21,7 @@ class AssetSourceSerializer(serializers.ModelSerializer):
 class AssetSerializer(serializers.ModelSerializer):
     class Meta:
         model = Asset
-        fields = ["id", *CANONICAL_FIELDS, "is_orphaned", "created_at", "updated_at"]
+        fields = ["id", *CANONICAL_FIELDS, "is_orphaned", "merged_into", "created_at", "updated_at"]
         read_only_fields = fields
 
 
@@ -71,9 +71,9 @@ class AssetViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Ge
     ordering_fields = None  # cursor pagination keeps its own order
 
     def get_queryset(self):
-        if self.action == "retrieve":
+        if self.action == "retrieve":  # a merged asset stays reachable by its id, pointing at the survivor
             return Asset.objects.prefetch_related("sources__external_system")
-        return Asset.objects.all()
+        return Asset.objects.filter(merged_into__isnull=True)
 
     def get_serializer_class(self):
         return AssetDetailSerializer if self.action == "retrieve" else AssetSerializer

@@ -42,6 +42,10 @@ class Asset(UUIDModel):
     is_orphaned = models.BooleanField(
         default=False, help_text="No live source knows this asset any more (never deleted)."
     )
+    merged_into = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.PROTECT, related_name="+",
+        help_text="Set when reconciliation found this asset to be the same device as another: kept, never lost.",
+    )
     created_at = models.DateTimeField()
     updated_at = models.DateTimeField()
 
@@ -64,6 +68,10 @@ class AssetSource(UUIDModel):
     attributes = models.JSONField(default=dict, help_text="The record mapped to canonical attributes.")
     raw_payload = models.JSONField(default=dict, help_text="The record as the external system sent it.")
     fingerprint = models.CharField(max_length=32, help_text="Hash of the mapped attributes: unchanged = equal.")
+    # Normalised identification keys (inventory.identity): how sources of different systems find each other.
+    serial_key = models.CharField(max_length=255, blank=True, db_index=True)
+    mac_key = models.CharField(max_length=17, blank=True, db_index=True)
+    host_key = models.CharField(max_length=255, blank=True, db_index=True)
     first_seen_at = models.DateTimeField()
     last_seen_at = models.DateTimeField(help_text="When a sync last read this record.")
     updated_at = models.DateTimeField()
@@ -80,3 +88,19 @@ class AssetSource(UUIDModel):
 
     def __str__(self):
         return f"{self.external_system_id}:{self.external_id}"
+
+
+class AssetMerge(models.Model):
+    """Evidence of two assets found to be one device: the merged one keeps its row, pointing at the other."""
+
+    into = models.ForeignKey(Asset, on_delete=models.PROTECT, related_name="merges")
+    merged = models.ForeignKey(Asset, on_delete=models.PROTECT, related_name="+")
+    rule = models.CharField(max_length=20, help_text="The identification rule that joined them.")
+    key = models.CharField(max_length=255, help_text="The normalised identifier they share.")
+    merged_at = models.DateTimeField()
+
+    class Meta:
+        ordering = ["merged_at", "id"]
+
+    def __str__(self):
+        return f"{self.merged_id} merged into {self.into_id} by {self.rule}"

@@ -1,12 +1,16 @@
-"""From the attributes of an asset's sources to the asset's own values.
+"""From the sources of an asset to the asset's own values, and which sources belong together.
 
-For now an asset has the one source that created it, so its values are that source's attributes. Multi-
-source identification and per-attribute precedence build on this function's shape: values plus, for each
-attribute, the source it came from.
+Values: each attribute takes the value of the highest-precedence live source that has one (precedence per
+system type, SYNCPLANE_PRECEDENCE); ties go to the smaller (system type, external id), so the result depends
+only on the set of sources, never on the order they were synced in.
 """
 
+from collections.abc import Sequence
 from datetime import datetime
 
+from django.conf import settings
+
+from syncplane.inventory.identity import same_device
 from syncplane.inventory.models import CANONICAL_FIELDS
 
 _DEFAULTS = {"asset_type": "other", "status": "unknown", "compliance_state": "unknown"}
@@ -14,17 +18,81 @@ _NULLABLE = {"compliance_score", "last_seen_at"}
 _EMPTY = {name: _DEFAULTS.get(name, None if name in _NULLABLE else "") for name in CANONICAL_FIELDS}
 
 
+def _column_value(name: str, value):
+    if value is None or value == "":
+        return _EMPTY[name]
+    if name == "last_seen_at" and type(value) is str:  # noqa: E721
+        return datetime.fromisoformat(value)
+    return value
+
+
 def asset_values(attributes: dict, source_id) -> tuple[list, dict]:
-    """The asset's column values in CANONICAL_FIELDS order, and which source each non-empty one came from."""
+    """The columns of an asset with one source, in CANONICAL_FIELDS order, and where each value came from."""
     source = str(source_id)
     values, sources = [], {}
     for name in CANONICAL_FIELDS:
         value = attributes.get(name)
-        if value is None or value == "":
-            value = _EMPTY[name]
-        else:
+        if value is not None and value != "":
             sources[name] = source
-            if name == "last_seen_at" and type(value) is str:  # noqa: E721
-                value = datetime.fromisoformat(value)
-        values.append(value)
+        values.append(_column_value(name, value))
     return values, sources
+
+
+class SourceView(tuple):
+    """(source id, system type, external id, attributes, keys): what reconciliation needs of a source."""
+
+    __slots__ = ()
+
+    @property
+    def id(self):
+        return self[0]
+
+    @property
+    def sort_key(self) -> tuple:
+        return (self[1], self[2])
+
+
+def _rank(order: Sequence[str], system_type: str) -> int:
+    return order.index(system_type) if system_type in order else len(order)
+
+
+def reconciled_values(sources: list[SourceView]) -> tuple[list, dict]:
+    """The columns of an asset with several sources, by precedence, and where each value came from."""
+    precedence = settings.SYNCPLANE_PRECEDENCE
+    default = precedence["default"]
+    by_default = sorted(sources, key=lambda s: (_rank(default, s[1]), s.sort_key))
+    values, provenance = [], {}
+    for name in CANONICAL_FIELDS:
+        order = precedence.get(name)
+        ranked = by_default if order is None else sorted(sources, key=lambda s, o=order: (_rank(o, s[1]), s.sort_key))
+        chosen = None
+        for source in ranked:
+            value = source[3].get(name)
+            if value is not None and value != "":
+                chosen = value
+                provenance[name] = str(source.id)
+                break
+        values.append(_column_value(name, chosen))
+    return values, provenance
+
+
+def components(sources: list[SourceView], order: tuple[int, ...]) -> list[list[SourceView]]:
+    """The groups of sources linked by same_device, directly or through others; each sorted, groups in the
+    order of their first member, so the split of an asset is the same whatever order it was built in."""
+    ordered = sorted(sources, key=lambda s: s.sort_key)
+    parent = list(range(len(ordered)))
+
+    def find(i):
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    for i, a in enumerate(ordered):
+        for j in range(i + 1, len(ordered)):
+            if same_device(a[4], ordered[j][4], order):
+                parent[find(j)] = find(i)
+    groups: dict[int, list[SourceView]] = {}
+    for i, source in enumerate(ordered):
+        groups.setdefault(find(i), []).append(source)
+    return list(groups.values())

@@ -8,13 +8,11 @@ records are written with executemany. Never one query per record.
 from __future__ import annotations
 
 import hashlib
-import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
 
 import orjson
 from django.db import connection
-from django.db.models import Exists, OuterRef
 
 from syncplane.core.bulk import Table, chunks
 from syncplane.integrations.base import MappedRecord
@@ -23,14 +21,18 @@ from syncplane.integrations.errors import RecordError
 from syncplane.inventory.choices import AssetStatus, AssetType, ComplianceState
 from syncplane.inventory.models import CANONICAL_FIELDS, Asset, AssetSource
 from syncplane.inventory.reconcile import asset_values
+from syncplane.inventory.reconciler import Reconciler
 
 ASSET_COLUMNS = ("id", *CANONICAL_FIELDS, "attribute_sources", "is_orphaned", "created_at", "updated_at")
 ASSET_UPDATE_COLUMNS = (*CANONICAL_FIELDS, "attribute_sources", "is_orphaned", "updated_at")
 SOURCE_COLUMNS = (
     "id", "asset_id", "external_system_id", "external_id", "attributes", "raw_payload", "fingerprint",
-    "first_seen_at", "last_seen_at", "updated_at", "deleted_at",
+    "serial_key", "mac_key", "host_key", "first_seen_at", "last_seen_at", "updated_at", "deleted_at",
 )
-SOURCE_UPDATE_COLUMNS = ("attributes", "raw_payload", "fingerprint", "last_seen_at", "updated_at", "deleted_at")
+SOURCE_UPDATE_COLUMNS = (
+    "asset_id", "attributes", "raw_payload", "fingerprint", "serial_key", "mac_key", "host_key", "last_seen_at",
+    "updated_at", "deleted_at",
+)
 
 _KNOWN = frozenset(CANONICAL_FIELDS)
 _CHOICES = {
@@ -55,7 +57,8 @@ class PlannedChange:
 @dataclass
 class PagePlan:
     creates: list[tuple[MappedRecord, str]] = field(default_factory=list)
-    updates: list[tuple[MappedRecord, str, tuple]] = field(default_factory=list)  # (record, fp, existing row)
+    # (record, fp, existing row: source id, asset id, fingerprint, deleted_at, serial/mac/host keys)
+    updates: list[tuple[MappedRecord, str, tuple]] = field(default_factory=list)
     unchanged_ids: list = field(default_factory=list)
     changes: list[PlannedChange] = field(default_factory=list)
 
@@ -93,7 +96,8 @@ class AssetSink:
             raise RecordError("the record's external id is empty or longer than 255 characters")
 
     def _existing(self, external_ids: list[str]) -> dict[str, tuple]:
-        """external_id -> (source id, asset id, fingerprint, deleted_at) for the page, in one query per chunk.
+        """external_id -> (source id, asset id, fingerprint, deleted_at, serial_key, mac_key, host_key) for the
+        page, in one query per chunk.
 
         Raw SQL: the ORM spends more time building a 500-value IN list than the database takes to answer.
         Ids come back in the driver's form (hex text on SQLite), which the bulk writer accepts as they are.
@@ -104,8 +108,8 @@ class AssetSink:
             for part in chunks(external_ids):
                 marks = ", ".join(["%s"] * len(part))
                 cursor.execute(
-                    f"SELECT external_id, id, asset_id, fingerprint, deleted_at FROM {table} "  # noqa: S608
-                    f"WHERE external_system_id = %s AND external_id IN ({marks})",
+                    f"SELECT external_id, id, asset_id, fingerprint, deleted_at, serial_key, mac_key, host_key "  # noqa: S608
+                    f"FROM {table} WHERE external_system_id = %s AND external_id IN ({marks})",
                     [self.system_id, *part],
                 )
                 for row in cursor.fetchall():
@@ -150,26 +154,31 @@ class AssetSink:
         return old
 
     def apply(self, plan: PagePlan, now: datetime) -> None:
+        """Write the page: sources, the assets they belong to (identified across systems), and the values of
+        every asset whose sources changed."""
+        reconciler = Reconciler(now)
+        identified = reconciler.identify(plan)
         asset_rows, source_rows = [], []
         for record, fp in plan.creates:
-            asset_id, source_id = uuid.uuid4(), uuid.uuid4()
-            values, sources = asset_values(record.attributes, source_id)
-            asset_rows.append((asset_id, *values, sources, False, now, now))
+            source_id = identified.source_ids[record.external_id]
+            asset_id = identified.asset_of(record.external_id)
+            if asset_id in identified.new_assets:
+                values, sources = asset_values(record.attributes, source_id)
+                asset_rows.append((asset_id, *values, sources, False, now, now))
+                identified.new_assets.discard(asset_id)  # one row per asset, even with two new sources
             source_rows.append(
-                (source_id, asset_id, self.system_id, record.external_id, record.attributes,
-                 record.raw, fp, now, now, now, None)
+                (source_id, asset_id, self.system_id, record.external_id, record.attributes, record.raw, fp,
+                 *identified.keys[record.external_id], now, now, now, None)
             )
         self.assets.insert(asset_rows)
         self.sources.insert(source_rows)
-
-        source_updates, asset_updates = [], []
-        for record, fp, (source_id, asset_id, _old_fp, _deleted, *_rest) in plan.updates:
-            source_updates.append((source_id, record.attributes, record.raw, fp, now, now, None))
-            values, sources = asset_values(record.attributes, source_id)
-            asset_updates.append((asset_id, *values, sources, False, now))
-        self.source_updates.update_by_pk(source_updates)
-        self.asset_updates.update_by_pk(asset_updates)
-
+        self.source_updates.update_by_pk(
+            (row[0], identified.asset_of(record.external_id), record.attributes, record.raw, fp,
+             *identified.keys[record.external_id], now, now, None)
+            for record, fp, row in plan.updates
+        )
+        reconciler.merge(identified)
+        reconciler.refresh(identified.touched_assets(), split=identified.split_roots())
         self._touch(plan.unchanged_ids, now)
 
     def _touch(self, source_ids: list, now: datetime) -> None:
@@ -195,17 +204,14 @@ class AssetSink:
             )
 
     def mark_deleted(self, external_ids: list[str], now: datetime) -> None:
-        """Gone from their system: marked, never dropped; assets left without a live source are flagged."""
+        """Gone from their system: marked, never dropped. Their assets are reconciled again without them
+        (values, a split where they held others together); an asset left without a live source is flagged."""
+        reconciler = Reconciler(now)
         for part in chunks(external_ids):
             gone = AssetSource.objects.filter(external_system_id=self.system_id, external_id__in=part)
-            asset_ids = list(gone.values_list("asset_id", flat=True))
+            asset_ids = set(gone.values_list("asset_id", flat=True))
             gone.update(deleted_at=now, updated_at=now)
-            self._flag_orphans(asset_ids, now)
-
-    def _flag_orphans(self, asset_ids: list, now: datetime) -> None:
-        live = AssetSource.objects.filter(asset_id=OuterRef("pk"), deleted_at__isnull=True)
-        for part in chunks(asset_ids):
-            Asset.objects.filter(id__in=part).exclude(Exists(live)).update(is_orphaned=True, updated_at=now)
+            reconciler.refresh(asset_ids, split=asset_ids)
 
     def count_unseen(self, seen_external_ids: set[str]) -> list[str]:
         """For a dry run, which live sources a full pass did not see (it marks nothing)."""
