@@ -37,6 +37,7 @@ ENDPOINTS = [
     ("get", "/api/v1/assets/", None, "viewer"),
     ("post", "/api/v1/integrations/{id}/test/", {}, "operator"),
     ("post", "/api/v1/integrations/{id}/sync/", {"dry_run": True}, "operator"),
+    ("post", "/api/v1/integrations/{id}/preview/", {}, "operator"),
     ("patch", "/api/v1/integrations/{id}/", {"enabled": False}, "admin"),
     ("put", "/api/v1/integrations/{id}/", "full", "admin"),
     ("post", "/api/v1/integrations/", "new", "admin"),

@@ -19,6 +19,7 @@ from django.utils import timezone
 
 from syncplane.core.bulk import Table
 from syncplane.core.context import reset_correlation_id, set_correlation_id
+from syncplane.integrations import field_mapping
 from syncplane.integrations.base import Connector, ConnectorContext, MappedRecord
 from syncplane.integrations.choices import (
     ErrorKind,
@@ -64,6 +65,14 @@ def build_connector(system: ExternalSystem) -> Connector:
         name=system.name,
     )
     return cls(context)
+
+
+def map_with_overrides(connector: Connector, overrides: dict, raw) -> MappedRecord:
+    """The connector's mapping, then the integration's own field mapping on top."""
+    record = connector.map_record(raw)
+    if overrides:
+        record.attributes = field_mapping.apply(overrides, raw, record.attributes)
+    return record
 
 
 def start_sync(
@@ -192,9 +201,10 @@ class SyncRun:
         now = timezone.now()
         mapped: list[MappedRecord] = []
         failures = []
+        overrides = self.system.field_mapping
         for raw in page.records:
             try:
-                record = self.connector.map_record(raw)
+                record = map_with_overrides(self.connector, overrides, raw)
                 sink.validate(record)
                 mapped.append(record)
             except RecordError as exc:

@@ -301,9 +301,9 @@ class HttpClient:
 
     # --- sending ------------------------------------------------------------------------------------
 
-    def _send(self, request: httpx.Request, expected: Iterable[int]) -> httpx.Response:
+    def _send(self, request: httpx.Request, expected: Iterable[int], idempotent: bool | None) -> httpx.Response:
         """Send with retries. Returns any response that is not a retryable failure."""
-        may_repeat = request.method in IDEMPOTENT_METHODS
+        may_repeat = request.method in IDEMPOTENT_METHODS if idempotent is None else idempotent
         for attempt in range(1, self.max_attempts + 1):
             if self._bucket:
                 self._bucket.acquire()
@@ -358,8 +358,12 @@ class HttpClient:
         data: Any = None,
         headers: dict | None = None,
         expected: Iterable[int] = (200,),
+        idempotent: bool | None = None,
     ) -> httpx.Response:
         """Send a request and return a response whose status is in ``expected``.
+
+        ``idempotent=True`` marks a POST that only reads (a search API) as safe to repeat on any transient
+        failure; by default only GET/HEAD/PUT/DELETE/OPTIONS are.
 
         Raises PolicyViolation (URL refused), TransientError (after the retries), AuthenticationError
         (401/403) or PermanentError (other statuses, refused redirects).
@@ -370,7 +374,7 @@ class HttpClient:
             method.upper(), url, params=params, json=json, data=data, headers=headers
         )
         for _ in range(MAX_REDIRECTS + 1):
-            response = self._send(request, expected)
+            response = self._send(request, expected, idempotent)
             if response.status_code in expected:
                 return response
             if response.status_code not in REDIRECT_STATUSES:

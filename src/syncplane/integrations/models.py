@@ -40,6 +40,11 @@ class ExternalSystem(TimeStampedModel):
         help_text="Secret references by field name (env:, file:, vault:, enc:). Never plain values.",
     )
     config = models.JSONField(default=dict, blank=True, help_text="Settings validated by the connector schema.")
+    field_mapping = models.JSONField(
+        default=dict, blank=True,
+        help_text="Overrides of the connector's default mapping: canonical attribute -> {source, transform, map, "
+        "default, date_format}. See docs/runbooks/integration-setup.md.",
+    )
     enabled = models.BooleanField(default=True, help_text="Disabled integrations are not synced on schedule.")
     sync_interval_minutes = models.PositiveIntegerField(
         default=60, help_text="How often the schedule syncs this integration."

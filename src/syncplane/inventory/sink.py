@@ -42,6 +42,19 @@ _CHOICES = {
 }
 
 
+def validate_asset_record(record: MappedRecord) -> None:
+    """A mapped record must speak the canonical vocabulary; a connector bug shows here, per record."""
+    attributes = record.attributes
+    unknown = set(attributes) - _KNOWN
+    if unknown:
+        raise RecordError(f"unknown attributes: {', '.join(sorted(unknown))}")
+    for name, allowed in _CHOICES.items():
+        if attributes.get(name) not in (None, "", *allowed):
+            raise RecordError(f"{name} {attributes[name]!r} is not one of {', '.join(sorted(allowed))}")
+    if not record.external_id or len(record.external_id) > 255:
+        raise RecordError("the record's external id is empty or longer than 255 characters")
+
+
 def fingerprint(attributes: dict) -> str:
     """Equal exactly when the mapped attributes are equal."""
     return hashlib.blake2b(orjson.dumps(attributes, option=orjson.OPT_SORT_KEYS), digest_size=16).hexdigest()
@@ -84,16 +97,7 @@ class AssetSink:
         self.source_updates = Table(AssetSource, SOURCE_UPDATE_COLUMNS)
 
     def validate(self, record: MappedRecord) -> None:
-        """A mapped record must speak the canonical vocabulary; a connector bug shows here, per record."""
-        attributes = record.attributes
-        unknown = set(attributes) - _KNOWN
-        if unknown:
-            raise RecordError(f"unknown attributes: {', '.join(sorted(unknown))}")
-        for name, allowed in _CHOICES.items():
-            if attributes.get(name) not in (None, "", *allowed):
-                raise RecordError(f"{name} {attributes[name]!r} is not one of {', '.join(sorted(allowed))}")
-        if not record.external_id or len(record.external_id) > 255:
-            raise RecordError("the record's external id is empty or longer than 255 characters")
+        validate_asset_record(record)
 
     def _existing(self, external_ids: list[str]) -> dict[str, tuple]:
         """external_id -> (source id, asset id, fingerprint, deleted_at, serial_key, mac_key, host_key) for the

@@ -1,7 +1,7 @@
 from django.db.models import Q
 from rest_framework import serializers
 
-from syncplane.integrations import secrets
+from syncplane.integrations import field_mapping, secrets
 from syncplane.integrations.base import CREDENTIAL_FIELDS, is_secret_field
 from syncplane.integrations.choices import RecordStatus, SyncMode, SystemType
 from syncplane.integrations.errors import ConfigurationError, IntegrationError
@@ -27,7 +27,7 @@ class IntegrationSerializer(serializers.ModelSerializer):
         model = ExternalSystem
         fields = [
             "id", "name", "system_type", "category", "base_url", "auth_type", "credentials",
-            "credentials_status", "config", "enabled", "sync_interval_minutes", "last_sync_at",
+            "credentials_status", "config", "field_mapping", "enabled", "sync_interval_minutes", "last_sync_at",
             "last_sync_status", "last_error", "created_at", "updated_at",
         ]
         read_only_fields = ["category", "last_sync_at", "last_sync_status", "last_error"]
@@ -60,6 +60,12 @@ class IntegrationSerializer(serializers.ModelSerializer):
             clash = clash.filter(~Q(pk=self.instance.pk))
         if clash.exists():
             raise serializers.ValidationError("an integration with this name already exists")
+        return value
+
+    def validate_field_mapping(self, value):
+        problems = field_mapping.validate(value)
+        if problems:
+            raise serializers.ValidationError(problems)
         return value
 
     def validate(self, attrs):
@@ -185,3 +191,15 @@ class IntegrationTypeSerializer(serializers.Serializer):
     capabilities = serializers.ListField(child=serializers.CharField())
     config_schema = serializers.DictField()
     credential_schema = serializers.DictField()
+
+
+class PreviewRecordSerializer(serializers.Serializer):
+    external_id = serializers.CharField(allow_blank=True)
+    raw = serializers.DictField()
+    mapped = serializers.DictField(allow_null=True)
+    error = serializers.CharField(allow_null=True)
+
+
+class PreviewSerializer(serializers.Serializer):
+    total = serializers.IntegerField(allow_null=True, help_text="Records the source announced, when it does.")
+    records = PreviewRecordSerializer(many=True)

@@ -10,11 +10,12 @@ from rest_framework.views import APIView
 from syncplane.core import roles
 from syncplane.integrations.api import serializers
 from syncplane.integrations.choices import Trigger
-from syncplane.integrations.engine import SyncAlreadyRunning, build_connector, start_sync
-from syncplane.integrations.errors import IntegrationError
+from syncplane.integrations.engine import SyncAlreadyRunning, build_connector, map_with_overrides, start_sync
+from syncplane.integrations.errors import IntegrationError, RecordError
 from syncplane.integrations.models import ExternalSystem, IntegrationSyncLog
 from syncplane.integrations.registry import get_connector_class, registered_types
 from syncplane.integrations.tasks import queue_sync
+from syncplane.inventory.sink import validate_asset_record
 
 
 class IntegrationFilter(filters.FilterSet):
@@ -31,7 +32,7 @@ class IntegrationViewSet(viewsets.ModelViewSet):
     filterset_class = IntegrationFilter
     search_fields = ["name", "base_url"]
     ordering_fields = ["name", "created_at", "last_sync_at"]
-    action_roles = {"test": roles.OPERATOR, "sync": roles.OPERATOR}
+    action_roles = {"test": roles.OPERATOR, "sync": roles.OPERATOR, "preview": roles.OPERATOR}
 
     def perform_destroy(self, instance):
         # Its sync logs and asset sources are evidence: keep them, retire the integration.
@@ -79,6 +80,24 @@ class IntegrationViewSet(viewsets.ModelViewSet):
         return Response({"sync_log_id": log.pk, "status": log.status, "url": url},
                         status=status.HTTP_202_ACCEPTED)
 
+    @extend_schema(request=None, responses=serializers.PreviewSerializer)
+    @action(detail=True, methods=["post"])
+    def preview(self, request, pk=None):
+        """Fetch the first page and show each raw record beside its mapping (with the integration's field
+        mapping). Writes nothing."""
+        system = self.get_object()
+        records, total = [], None
+        try:
+            with build_connector(system) as connector:
+                page = next(iter(connector.fetch("full")), None)
+                if page is not None:
+                    total = page.total
+                    for raw in page.records[:PREVIEW_RECORDS]:
+                        records.append(_preview(connector, system.field_mapping, raw))
+        except IntegrationError as exc:
+            return Response({"detail": str(exc), "error_kind": exc.kind}, status=status.HTTP_502_BAD_GATEWAY)
+        return Response({"total": total, "records": records})
+
     @extend_schema(responses=serializers.SyncLogSerializer(many=True))
     @action(detail=True, methods=["get"])
     def logs(self, request, pk=None):
@@ -86,6 +105,18 @@ class IntegrationViewSet(viewsets.ModelViewSet):
         system = self.get_object()
         page = self.paginate_queryset(IntegrationSyncLog.objects.filter(external_system=system))
         return self.get_paginated_response(serializers.SyncLogSerializer(page, many=True).data)
+
+
+PREVIEW_RECORDS = 20
+
+
+def _preview(connector, overrides, raw) -> dict:
+    try:
+        record = map_with_overrides(connector, overrides, raw)
+        validate_asset_record(record)
+    except RecordError as exc:
+        return {"external_id": connector.external_id(raw), "raw": raw, "mapped": None, "error": str(exc)}
+    return {"external_id": record.external_id, "raw": raw, "mapped": record.attributes, "error": None}
 
 
 class SyncLogFilter(filters.FilterSet):
