@@ -14,6 +14,7 @@ import threading
 from werkzeug.serving import WSGIRequestHandler, make_server
 
 from .base import PrefixDispatcher
+from .jira import DEFAULT_API_TOKEN, DEFAULT_EMAIL, DEFAULT_PAT, JiraAssetsSimulator
 from .servicenow import (
     DEFAULT_CLIENT_ID,
     DEFAULT_CLIENT_SECRET,
@@ -54,7 +55,10 @@ class SimulatorServer:
         self.port = port
         self.servicenow = ServiceNowSimulator(records=records, seed=seed, cache_records=cache_records)
         self.vault = VaultSimulator()
-        self.app = PrefixDispatcher({"/servicenow": self.servicenow, "/vault": self.vault, **(extra_apps or {})})
+        self.jira = JiraAssetsSimulator(records=records, seed=seed)
+        self.app = PrefixDispatcher({
+            "/servicenow": self.servicenow, "/jira": self.jira, "/vault": self.vault, **(extra_apps or {})
+        })
         self._quiet = quiet
         self._server = None
         self._thread: threading.Thread | None = None
@@ -109,6 +113,10 @@ def banner(server: SimulatorServer) -> str:
         f"  basic auth      {DEFAULT_USERNAME} / {DEFAULT_PASSWORD}",
         f"  OAuth client    {DEFAULT_CLIENT_ID} / {DEFAULT_CLIENT_SECRET}  (POST /servicenow/oauth_token.do)",
         f"  control         {server.url}/servicenow/_control/{{faults,touch,delete,add,hidden,reset,state}}",
+        f"Jira Assets (site {server.url}/jira, {server.jira.base_records} objects, 60% shared with ServiceNow)",
+        f"  cloud basic     {DEFAULT_EMAIL} / {DEFAULT_API_TOKEN}",
+        f"  data center PAT {DEFAULT_PAT}",
+        f"  control         {server.url}/jira/_control/{{faults,touch,delete,reset,state,config}}",
         "Vault (KV v2, mount 'secret')",
         f"  token           {DEFAULT_TOKEN}",
         f"  control         POST {server.url}/vault/_control/secrets  {{path, data, mount}}",
