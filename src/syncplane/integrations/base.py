@@ -20,6 +20,7 @@ from syncplane.integrations.errors import ConfigurationError
 CREDENTIAL_FIELDS: dict[str, dict[str, bool]] = {
     AuthType.BASIC: {"username": False, "password": True},
     AuthType.BEARER: {"token": True},
+    AuthType.API_KEY: {"api_key": True},  # how the key travels is the connector's business
     AuthType.OAUTH2_CLIENT_CREDENTIALS: {"client_id": False, "client_secret": True},
     AuthType.OAUTH2_PASSWORD: {"client_id": False, "client_secret": True, "username": False, "password": True},
     AuthType.NONE: {},

@@ -33,6 +33,7 @@ class Category(models.TextChoices):
 class AuthType(models.TextChoices):
     BASIC = "basic", "HTTP Basic"
     BEARER = "bearer", "Bearer / API token"
+    API_KEY = "api_key", "API key"
     OAUTH2_CLIENT_CREDENTIALS = "oauth2_client_credentials", "OAuth 2.0 client credentials"
     OAUTH2_PASSWORD = "oauth2_password", "OAuth 2.0 password grant"
     NONE = "none", "None"

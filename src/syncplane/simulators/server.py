@@ -14,6 +14,8 @@ import threading
 from werkzeug.serving import WSGIRequestHandler, make_server
 
 from .base import PrefixDispatcher
+from .freshservice import DEFAULT_API_KEY as FRESHSERVICE_API_KEY
+from .freshservice import FreshserviceSimulator
 from .jira import DEFAULT_API_TOKEN, DEFAULT_EMAIL, DEFAULT_PAT, JiraAssetsSimulator
 from .servicenow import (
     DEFAULT_CLIENT_ID,
@@ -56,8 +58,10 @@ class SimulatorServer:
         self.servicenow = ServiceNowSimulator(records=records, seed=seed, cache_records=cache_records)
         self.vault = VaultSimulator()
         self.jira = JiraAssetsSimulator(records=records, seed=seed)
+        self.freshservice = FreshserviceSimulator(records=records, seed=seed)
         self.app = PrefixDispatcher({
-            "/servicenow": self.servicenow, "/jira": self.jira, "/vault": self.vault, **(extra_apps or {})
+            "/servicenow": self.servicenow, "/jira": self.jira, "/freshservice": self.freshservice,
+            "/vault": self.vault, **(extra_apps or {}),
         })
         self._quiet = quiet
         self._server = None
@@ -117,6 +121,10 @@ def banner(server: SimulatorServer) -> str:
         f"  cloud basic     {DEFAULT_EMAIL} / {DEFAULT_API_TOKEN}",
         f"  data center PAT {DEFAULT_PAT}",
         f"  control         {server.url}/jira/_control/{{faults,touch,delete,reset,state,config}}",
+        f"Freshservice ({server.url}/freshservice, {server.freshservice.base_records} assets, "
+        "60% shared with ServiceNow)",
+        f"  API key         {FRESHSERVICE_API_KEY} (password X)",
+        f"  control         {server.url}/freshservice/_control/{{faults,touch,delete,add,reset,state,config}}",
         "Vault (KV v2, mount 'secret')",
         f"  token           {DEFAULT_TOKEN}",
         f"  control         POST {server.url}/vault/_control/secrets  {{path, data, mount}}",
