@@ -133,11 +133,12 @@ def banner(server: SimulatorServer) -> str:
 
 
 def serve_forever(
-    port: int = 8900, records: int = 2000, seed: int = 42, host: str = "127.0.0.1", cache_records: int = 20_000
+    port: int = 8900, records: int = 2000, seed: int = 42, host: str = "127.0.0.1", cache_records: int = 20_000,
+    log_requests: bool = False,
 ) -> None:
     """Run until SIGINT (Ctrl-C) or SIGTERM, then shut down cleanly."""
     server = SimulatorServer(
-        records=records, seed=seed, host=host, port=port, quiet=False, cache_records=cache_records
+        records=records, seed=seed, host=host, port=port, quiet=not log_requests, cache_records=cache_records
     ).start()
     stopping = threading.Event()
 

@@ -31,13 +31,43 @@ from django.core.management.base import BaseCommand, CommandError
 
 from syncplane.core import roles
 from syncplane.core.logging import configure_logging
+from syncplane.integrations.base import is_secret_field
 from syncplane.integrations.choices import AuthType, RunStatus, SyncMode, SystemType, Trigger
 from syncplane.integrations.engine import SyncAlreadyRunning, start_sync
 from syncplane.integrations.models import ExternalSystem, IntegrationSyncLog
+from syncplane.integrations.registry import get_connector_class
 from syncplane.integrations.secrets import to_reference
 from syncplane.integrations.tasks import queue_sync
 
-DEMO_INTEGRATION = "ServiceNow CMDB (simulator)"
+# The three CMDBs of the demo, all pointed at the simulators: they share 60% of their devices, so the
+# inventory shows assets reconciled from several sources.
+DEMO_INTEGRATIONS = [
+    {
+        "name": "ServiceNow CMDB (simulator)",
+        "system_type": SystemType.SERVICENOW_CMDB,
+        "path": "servicenow",
+        "auth_type": AuthType.BASIC,
+        "credentials": {"username": "syncplane.integration", "password": "demo-password"},
+        "config": {"table": "cmdb_ci_computer", "page_size": 500},
+    },
+    {
+        "name": "Jira Assets (simulator)",
+        "system_type": SystemType.JIRA_ASSETS,
+        "path": "jira",
+        "auth_type": AuthType.BASIC,
+        "credentials": {"username": "syncplane@acme.example", "password": "demo-jira-token"},
+        "config": {"object_types": ["Laptop", "Desktop", "Server", "Virtual Machine", "Tablet"],
+                   "assets_api_base": "{simulators}/jira", "rate_limit_per_second": 50},
+    },
+    {
+        "name": "Freshservice CMDB (simulator)",
+        "system_type": SystemType.FRESHSERVICE_CMDB,
+        "path": "freshservice",
+        "auth_type": AuthType.API_KEY,
+        "credentials": {"api_key": "demo-freshservice-key"},
+        "config": {"rate_limit_per_second": 50},
+    },
+]
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 GRACE_SECONDS = 10  # after this, a child that has not stopped is killed (the simulators get 3 s more)
 LONG_LINE = 240  # children's lines longer than this are cut on the console (the log file keeps them whole)
@@ -116,11 +146,14 @@ class Command(BaseCommand):
         simulators = f"http://127.0.0.1:{simulator_port}"
         wait_for(f"{simulators}/servicenow/_control/state", children)
         wait_for(f"http://127.0.0.1:{port}/healthz", children)
-        system = self._integration(f"{simulators}/servicenow")
-        log = self._first_sync(system)
-        self._banner(port, simulators, username, password, system, log)
+        started = []
+        for spec in DEMO_INTEGRATIONS:
+            system = self._integration(spec, simulators)
+            started.append((system, self._first_sync(system)))
+        self._banner(port, simulators, username, password, started)
         children.running = True
-        self._follow(log, children)
+        for _system, log in started:
+            self._follow(log, children)
         children.wait()
 
     def _admin(self) -> tuple[str, str]:
@@ -138,16 +171,23 @@ class Command(BaseCommand):
         roles.grant_role(user, roles.ADMIN)
         return "admin", password
 
-    def _integration(self, base_url: str) -> ExternalSystem:
+    def _integration(self, spec: dict, simulators: str) -> ExternalSystem:
+        connector = get_connector_class(spec["system_type"])
+        config = {key: value.format(simulators=simulators) if isinstance(value, str) else value
+                  for key, value in spec["config"].items()}
+        credentials = {
+            name: to_reference(value) if is_secret_field(spec["auth_type"], name) else value
+            for name, value in spec["credentials"].items()
+        }
         system, _ = ExternalSystem.objects.live().update_or_create(
-            name=DEMO_INTEGRATION,
+            name=spec["name"],
             defaults={
-                "system_type": SystemType.SERVICENOW_CMDB,
-                "category": "cmdb",
-                "base_url": base_url,
-                "auth_type": AuthType.BASIC,
-                "credentials": {"username": "syncplane.integration", "password": to_reference("demo-password")},
-                "config": {"table": "cmdb_ci_computer", "page_size": 500},
+                "system_type": spec["system_type"],
+                "category": connector.category,
+                "base_url": f"{simulators}/{spec['path']}",
+                "auth_type": spec["auth_type"],
+                "credentials": credentials,
+                "config": connector.validated_config(config),
                 "sync_interval_minutes": 15,
             },
         )
@@ -166,19 +206,24 @@ class Command(BaseCommand):
         queue_sync(log.pk)
         return log
 
-    def _banner(self, port, simulators, username, password, system, log):
+    def _banner(self, port, simulators, username, password, started):
         web = f"http://127.0.0.1:{port}"
+        integrations = "".join(
+            f"  Integration #{system.pk:<9} {system.name}: sync #{log.pk}\n" for system, log in started
+        )
+        first = started[0][0]
         self.stdout.write(self.style.SUCCESS("\nSyncplane demo is running.\n"))
         self.stdout.write(
             f"  Web / browsable API   {web}/api/v1/\n"
             f"  Swagger UI            {web}/api/docs/\n"
             f"  Admin                 {web}/admin/\n"
             f"  Log in as             {username} / {password}\n"
-            f"  Simulators            {simulators}/servicenow\n"
-            f"  Integration           #{system.pk} {system.name}\n"
-            f"  Sync #{log.pk:<16}{web}/api/v1/integration-sync-logs/{log.pk}/\n"
+            f"  Simulators            {simulators}/servicenow, /jira, /freshservice\n"
+            f"{integrations}"
+            f"  Sync logs             {web}/api/v1/integration-sync-logs/\n"
+            f"  Merged assets         {web}/api/v1/assets/?source_system={first.pk}\n"
             f"  From a shell          SYNCPLANE_DEMO=1 "
-            f".venv/bin/syncplane sync {system.pk} --mode incremental\n"
+            f".venv/bin/syncplane sync {first.pk} --mode incremental\n"
             f"  Logs                  {settings.DATA_DIR / 'logs'}/\n"
             "\nPress Ctrl-C to stop everything.\n"
         )

@@ -16,13 +16,15 @@ class Command(BaseCommand):
         parser.add_argument("--seed", type=int, default=42, help="seed of the generated data (default 42)")
         parser.add_argument("--cache-records", type=int, default=20_000,
                             help="encoded records kept to answer repeated reads fast (default 20000)")
+        parser.add_argument("--log-requests", action="store_true", help="log every request (off by default)")
 
-    def handle(self, *args, host, port, records, seed, cache_records, **options):
+    def handle(self, *args, host, port, records, seed, cache_records, log_requests, **options):
         if records < 0:
             raise CommandError("--records must be >= 0")
         if not 0 <= port <= 65535:
             raise CommandError("--port must be between 0 and 65535")
         try:
-            serve_forever(port=port, records=records, seed=seed, host=host, cache_records=cache_records)
+            serve_forever(port=port, records=records, seed=seed, host=host, cache_records=cache_records,
+                          log_requests=log_requests)
         except OSError as exc:  # typically: address already in use
             raise CommandError(f"cannot serve on {host}:{port}: {exc}") from exc
