@@ -52,13 +52,15 @@ class SimulatorServer:
         quiet: bool = True,
         cache_records: int = 20_000,
         extra_apps: dict | None = None,
+        overlap: float = 0.6,
     ):
         self.host = host
         self.port = port
         self.servicenow = ServiceNowSimulator(records=records, seed=seed, cache_records=cache_records)
         self.vault = VaultSimulator()
-        self.jira = JiraAssetsSimulator(records=records, seed=seed)
-        self.freshservice = FreshserviceSimulator(records=records, seed=seed)
+        # `overlap`: the share of Jira's and Freshservice's devices that are ServiceNow's too.
+        self.jira = JiraAssetsSimulator(records=records, seed=seed, overlap=overlap)
+        self.freshservice = FreshserviceSimulator(records=records, seed=seed, overlap=overlap)
         self.app = PrefixDispatcher({
             "/servicenow": self.servicenow, "/jira": self.jira, "/freshservice": self.freshservice,
             "/vault": self.vault, **(extra_apps or {}),
@@ -134,11 +136,12 @@ def banner(server: SimulatorServer) -> str:
 
 def serve_forever(
     port: int = 8900, records: int = 2000, seed: int = 42, host: str = "127.0.0.1", cache_records: int = 20_000,
-    log_requests: bool = False,
+    log_requests: bool = False, overlap: float = 0.6,
 ) -> None:
     """Run until SIGINT (Ctrl-C) or SIGTERM, then shut down cleanly."""
     server = SimulatorServer(
-        records=records, seed=seed, host=host, port=port, quiet=not log_requests, cache_records=cache_records
+        records=records, seed=seed, host=host, port=port, quiet=not log_requests, cache_records=cache_records,
+        overlap=overlap,
     ).start()
     stopping = threading.Event()
 

@@ -17,14 +17,18 @@ class Command(BaseCommand):
         parser.add_argument("--cache-records", type=int, default=20_000,
                             help="encoded records kept to answer repeated reads fast (default 20000)")
         parser.add_argument("--log-requests", action="store_true", help="log every request (off by default)")
+        parser.add_argument("--overlap", type=float, default=0.6,
+                            help="share of Jira / Freshservice devices that ServiceNow has too (default 0.6)")
 
-    def handle(self, *args, host, port, records, seed, cache_records, log_requests, **options):
+    def handle(self, *args, host, port, records, seed, cache_records, log_requests, overlap, **options):
+        if not 0 <= overlap <= 1:
+            raise CommandError("--overlap must be between 0 and 1")
         if records < 0:
             raise CommandError("--records must be >= 0")
         if not 0 <= port <= 65535:
             raise CommandError("--port must be between 0 and 65535")
         try:
             serve_forever(port=port, records=records, seed=seed, host=host, cache_records=cache_records,
-                          log_requests=log_requests)
+                          log_requests=log_requests, overlap=overlap)
         except OSError as exc:  # typically: address already in use
             raise CommandError(f"cannot serve on {host}:{port}: {exc}") from exc
