@@ -167,6 +167,18 @@ def test_a_deletion_that_held_two_sources_together_splits_them(systems):
     assert groups() == {frozenset({("servicenow_cmdb", "a")}), frozenset({("freshservice_cmdb", "c")})}
 
 
+def test_a_record_chaining_two_serials_does_not_merge_two_devices(systems):
+    """A duplicate record with one device's serial and another's host name links both; serials still rule."""
+    ingest(systems["servicenow_cmdb"], {"vm": {"serial_number": "VMWARE-42 AA", "hostname": "vm-1"},
+                                        "lt": {"serial_number": "5CG-LAPTOP", "hostname": "lt-1"}})
+    ingest(systems["jira_assets"], {"lt-no-serial": {"hostname": "lt-1"}})
+    ingest(systems["freshservice_cmdb"], {"bad-copy": {"serial_number": "vmware-42 aa", "hostname": "lt-1"}})
+    assert groups() == {
+        frozenset({("servicenow_cmdb", "vm"), ("freshservice_cmdb", "bad-copy")}),
+        frozenset({("servicenow_cmdb", "lt"), ("jira_assets", "lt-no-serial")}),
+    }
+
+
 # --- order independence ----------------------------------------------------------------------------------
 
 SERIALS = st.sampled_from(["", "S1", "s1 ", "S2", "S3", "N/A", "To be filled by O.E.M."])

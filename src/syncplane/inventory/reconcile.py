@@ -96,3 +96,35 @@ def components(sources: list[SourceView], order: tuple[int, ...]) -> list[list[S
     for i, source in enumerate(ordered):
         groups.setdefault(find(i), []).append(source)
     return list(groups.values())
+
+
+def partition(sources: list[SourceView], order: tuple[int, ...]) -> list[list[SourceView]]:
+    """The assets these sources make: linked groups (`components`), where a group whose sources carry
+    different keys of the first rule (two serial numbers, by default) is split per key, because two serials are
+    two devices even when a shared host name or a bad record chains them. Sources without that key join the
+    first split group (in key order) they link to. A pure function of the set of sources, like `components`."""
+    if not order:
+        return [sources]
+    first = order[0]
+    result = []
+    for group in components(sources, order):
+        decisive = sorted({source[4][first] for source in group if source[4][first]})
+        if len(decisive) <= 1:
+            result.append(group)
+            continue
+        by_key = {key: [s for s in group if s[4][first] == key] for key in decisive}
+        waiting = [s for s in group if not s[4][first]]  # already sorted: components() sorts each group
+        placed = True
+        while waiting and placed:
+            placed = False
+            for source in list(waiting):
+                for key in decisive:
+                    if any(same_device(source[4], member[4], order) for member in by_key[key]):
+                        by_key[key].append(source)
+                        waiting.remove(source)
+                        placed = True
+                        break
+        result.extend(by_key.values())
+        if waiting:
+            result.extend(components(waiting, order))
+    return result

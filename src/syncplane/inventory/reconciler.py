@@ -1,11 +1,12 @@
 """Reconciliation of one page: which asset each source belongs to, merges, splits, and asset values.
 
 The rule is a graph: two live sources are linked when `same_device` says so (inventory.identity), and an
-asset is one connected group of linked sources. Each page keeps that true for what it touched: a new or
-re-identified source joins every asset it links to (merging them when there are several), and an asset that
-lost a source or whose source's identifiers changed is checked and split when its sources no longer hang
-together. Both steps depend only on the set of live sources, so syncing the same sources in any order gives
-the same assets and, by precedence, the same values.
+asset is a connected group of linked sources, split where it holds two different keys of the first rule (two
+serial numbers are two devices, whatever chains them). Each page keeps that true for what it touched: a new
+or re-identified source joins every asset it links to (merging them when there are several), and every
+touched asset is partitioned again from its live sources (`reconcile.partition`). Both steps depend only on
+the set of live sources, so syncing the same sources in any order gives the same assets and, by precedence,
+the same values.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from django.db import connection
 from syncplane.core.bulk import Table, chunks
 from syncplane.inventory.identity import KEY_COLUMNS, RULES, keys_of, rule_indexes, rules, same_device
 from syncplane.inventory.models import CANONICAL_FIELDS, Asset, AssetMerge, AssetSource
-from syncplane.inventory.reconcile import SourceView, components, reconciled_values
+from syncplane.inventory.reconcile import SourceView, partition, reconciled_values
 
 
 def as_uuid(value) -> uuid.UUID:
@@ -59,8 +60,6 @@ class Identified:
         """Existing assets whose values must be worked out again (roots only)."""
         return {self.find(a) for a in self.changed_assets | self.split_candidates} - self.new_assets
 
-    def split_roots(self) -> set[uuid.UUID]:
-        return {self.find(a) for a in self.split_candidates}
 
 
 class Reconciler:
@@ -171,11 +170,10 @@ class Reconciler:
         )
 
     # --- values and splits ---------------------------------------------------------------------------------
-    def refresh(self, asset_ids, *, split=()) -> None:
-        """Work out again the values of these assets from their live sources; split those in `split` whose
-        sources no longer hang together; flag those with no live source left."""
+    def refresh(self, asset_ids) -> None:
+        """Work out again the values of these assets from their live sources, split those whose sources are
+        no longer one device (`partition`), and flag those with no live source left."""
         asset_ids = {as_uuid(a) for a in asset_ids}
-        split = {as_uuid(a) for a in split}
         if not asset_ids:
             return
         groups: dict[uuid.UUID, list[SourceView]] = {}
@@ -193,7 +191,7 @@ class Reconciler:
             views = groups.get(asset_id)
             if not views:
                 continue
-            parts = components(views, self.order) if asset_id in split and len(views) > 1 else [views]
+            parts = partition(views, self.order) if len(views) > 1 else [views]
             for number, part in enumerate(parts):
                 values, provenance = reconciled_values(part)
                 if number == 0:

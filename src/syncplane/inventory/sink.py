@@ -182,7 +182,7 @@ class AssetSink:
             for record, fp, row in plan.updates
         )
         reconciler.merge(identified)
-        reconciler.refresh(identified.touched_assets(), split=identified.split_roots())
+        reconciler.refresh(identified.touched_assets())
         self._touch(plan.unchanged_ids, now)
 
     def _touch(self, source_ids: list, now: datetime) -> None:
@@ -215,7 +215,7 @@ class AssetSink:
             gone = AssetSource.objects.filter(external_system_id=self.system_id, external_id__in=part)
             asset_ids = set(gone.values_list("asset_id", flat=True))
             gone.update(deleted_at=now, updated_at=now)
-            reconciler.refresh(asset_ids, split=asset_ids)
+            reconciler.refresh(asset_ids)
 
     def count_unseen(self, seen_external_ids: set[str]) -> list[str]:
         """For a dry run, which live sources a full pass did not see (it marks nothing)."""
