@@ -130,6 +130,18 @@ class FaultInjector:
         with self._lock:
             return list(self._faults)
 
+    def control(self, method: str, spec: dict):
+        """The `_control/faults` endpoint every simulator offers: GET lists, POST adds one fault or
+        {"faults": [...]}, DELETE clears."""
+        if method == "DELETE":
+            self.clear()
+            return json_response({"faults": []})
+        if method == "POST":
+            specs = spec["faults"] if "faults" in spec else [spec]
+            added = [self.add_from_json(item).as_dict() for item in specs]
+            return json_response({"added": added, "faults": [f.as_dict() for f in self.list()]}, 201)
+        return json_response({"faults": [f.as_dict() for f in self.list()]})
+
     def take(self, path: str) -> Fault | None:
         """The first request-level fault (status, slow, hibernate) that matches `path`, consumed once."""
         with self._lock:

@@ -923,14 +923,7 @@ class JiraAssetsSimulator:
         try:
             spec = read_json(request) if request.method in ("POST", "PUT") else {}
             if action == "faults":
-                if request.method == "DELETE":
-                    self.clear_faults()
-                    return json_response({"faults": []})
-                if request.method == "POST":
-                    specs = spec["faults"] if "faults" in spec else [spec]
-                    added = [self.faults.add_from_json(s).as_dict() for s in specs]
-                    return json_response({"added": added, "faults": [f.as_dict() for f in self.faults.list()]}, 201)
-                return json_response({"faults": [f.as_dict() for f in self.faults.list()]})
+                return self.faults.control(request.method, spec)
             if request.method == "GET" and action == "state":
                 return json_response(self.state())
             if request.method != "POST":
