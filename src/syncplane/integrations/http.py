@@ -128,7 +128,8 @@ def extract_vendor_message(response: httpx.Response) -> str:
         parts.append(_join(error, body.get("error_description")))
     elif body.get("error_description"):
         parts.append(str(body["error_description"]))
-    for key in ("message", "title", "description", "detail"):
+    # "errorMessage": Jira Service Management's servicedeskapi ({"errorMessage", "i18nErrorMessage"}).
+    for key in ("message", "title", "description", "detail", "errorMessage"):
         if isinstance(body.get(key), str) and body[key].strip():
             parts.append(body[key])
             break

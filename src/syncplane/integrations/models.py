@@ -1,6 +1,7 @@
 import hashlib
 import json
 
+from django.core.validators import URLValidator
 from django.db import models
 from django.db.models import Q
 from django.utils import timezone
@@ -32,7 +33,12 @@ class ExternalSystem(TimeStampedModel):
     name = models.CharField(max_length=100, help_text="A name unique among live integrations.")
     system_type = models.CharField(max_length=40, choices=SystemType.choices)
     category = models.CharField(max_length=20, choices=Category.choices, editable=False)
-    base_url = models.URLField(max_length=500, help_text="Root URL of the external API.")
+    # http(s) for the APIs, ldap(s) for directories; the connector's own check_base_url decides what it accepts.
+    base_url = models.CharField(
+        max_length=500,
+        validators=[URLValidator(schemes=["https", "http", "ldaps", "ldap"])],
+        help_text="Root URL of the external API, or ldaps://host:636 for a directory.",
+    )
     auth_type = models.CharField(max_length=40, choices=AuthType.choices, default=AuthType.BASIC)
     credentials = models.JSONField(
         default=dict,
@@ -55,6 +61,11 @@ class ExternalSystem(TimeStampedModel):
     archived_at = models.DateTimeField(
         null=True, blank=True, editable=False,
         help_text="Set when the integration is deleted: its sync history and sources are kept as evidence.",
+    )
+    webhook_secret = models.CharField(
+        max_length=10000, blank=True, verbose_name="webhook secret",
+        help_text="Secret reference (env:, file:, vault:, enc:) that inbound webhooks of this integration are "
+        "verified with (HMAC key or shared secret, per connector). Never returned.",
     )
 
     objects = ExternalSystemQuerySet.as_manager()
@@ -249,10 +260,64 @@ class SyncRecordOutcome(models.Model):
         return f"{self.action} {self.external_id} ({self.status})"
 
 
+class OutboxKind(models.TextChoices):
+    CHANGE_CREATE = "change.create", "Create the change request"
+    CHANGE_CANCEL = "change.cancel", "Cancel the change request"
+
+
+class OutboxStatus(models.TextChoices):
+    PENDING = "pending", "Pending"
+    DELIVERED = "delivered", "Delivered"
+    FAILED = "failed", "Failed"
+
+
+class OutboxMessage(models.Model):
+    """An intent to call an external system, written in the same transaction as the domain change.
+
+    A worker delivers it (with its idempotency key, so a retry that races another delivers once); a beat job
+    re-sends pending messages whose time has come, which is what recovers the work of a worker that died.
+    """
+
+    kind = models.CharField(max_length=40, choices=OutboxKind.choices, verbose_name="kind")
+    external_system = models.ForeignKey(
+        ExternalSystem, on_delete=models.PROTECT, related_name="outbox_messages", verbose_name="integration"
+    )
+    subject_type = models.CharField(max_length=40, help_text="What the message is about, e.g. \"change\".")
+    subject_id = models.CharField(max_length=64, db_index=True, help_text="Id of that subject in Syncplane.")
+    payload = models.JSONField(default=dict, blank=True, help_text="What the delivery needs besides the subject.")
+    idempotency_key = models.CharField(
+        max_length=200, unique=True,
+        help_text="Sent to (or looked up in) the external system so a retried delivery acts once.",
+    )
+    status = models.CharField(max_length=20, choices=OutboxStatus.choices, default=OutboxStatus.PENDING)
+    attempts = models.PositiveIntegerField(default=0, help_text="Deliveries tried so far.")
+    next_attempt_at = models.DateTimeField(
+        default=timezone.now, help_text="When a pending message is due (again); the beat job sends it then."
+    )
+    leased_until = models.DateTimeField(
+        null=True, blank=True,
+        help_text="Set while a worker delivers the message; a lease left to expire means that worker died.",
+    )
+    last_error = models.TextField(blank=True, help_text="Why the last attempt failed (vendor text, no secrets).")
+    delivered_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        verbose_name = "outbox message"
+        ordering = ["id"]
+        indexes = [models.Index(fields=["status", "next_attempt_at"])]
+
+    def __str__(self):
+        return f"{self.kind} {self.subject_type}:{self.subject_id} ({self.status})"
+
+
 __all__ = [
     "ExternalSystem",
     "ImmutableRecordError",
     "IntegrationSyncLog",
+    "OutboxKind",
+    "OutboxMessage",
+    "OutboxStatus",
     "SyncRecordOutcome",
     "SyncState",
     "verify_chain",

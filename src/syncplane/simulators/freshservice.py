@@ -36,6 +36,7 @@ from werkzeug.wrappers import Request, Response
 
 from .base import FaultInjector, Stats, json_response, read_json
 from .devices import MAKES, PLACEHOLDER_SERIALS, SITES, device_hash, device_identity
+from .freshservice_itsm import FreshserviceChangesSimulator
 
 DEFAULT_API_KEY = "demo-freshservice-key"
 DEFAULT_PER_PAGE = 30
@@ -126,6 +127,8 @@ class FreshserviceSimulator:
         self.stats = Stats()
         self._lock = threading.RLock()
         self._build_reference_data(users)
+        # The same account serves changes (simulators/freshservice_itsm.py), behind this auth and budget.
+        self.itsm = FreshserviceChangesSimulator(self)
         self.reset()
 
     # ------------------------------------------------------------------ reference data (fixed size)
@@ -196,6 +199,7 @@ class FreshserviceSimulator:
             self._mutations = 0
             self._window_start = time.monotonic()
             self._window_used = 0
+        self.itsm.reset()
         self.faults.clear()
         self.stats.reset()
 
@@ -496,6 +500,9 @@ class FreshserviceSimulator:
             return json_response({"code": "invalid_credentials",
                                   "message": "You have to be logged in to perform this action."}, 401,
                                  headers={"WWW-Authenticate": 'Basic realm="Helpdesk"'})
+        handled = self.itsm.handle(request, path)
+        if handled is not None:
+            return handled
         if request.method not in ("GET", "HEAD"):
             return json_response(error_body("Method not allowed: this simulator is read-only"), 405,
                                  headers={"Allow": "GET"})
@@ -656,6 +663,9 @@ class FreshserviceSimulator:
     # ------------------------------------------------------------------ control endpoints (tests, demo)
 
     def _control(self, request: Request, action: str) -> Response:
+        handled = self.itsm.control(request, action)
+        if handled is not None:
+            return handled
         try:
             spec = read_json(request) if request.method in ("POST", "PUT") else {}
             if action == "faults":

@@ -37,6 +37,7 @@ from werkzeug.wrappers import Request, Response
 
 from .base import FaultInjector, Stats, json_response, read_json
 from .devices import MAKES, PLACEHOLDER_SERIALS, device_hash, device_identity
+from .jira_service_management import JiraServiceManagementSimulator
 
 DEFAULT_EMAIL = "syncplane@acme.example"
 DEFAULT_API_TOKEN = "demo-jira-token"
@@ -365,6 +366,10 @@ class JiraAssetsSimulator:
         self._lock = threading.RLock()
         self._users = self._build_users()
         self._emails = {account: email for account, _name, email in self._users}
+        # The same site serves JSM change requests (simulators/jira_service_management.py).
+        self.service_management = JiraServiceManagementSimulator(
+            authenticate=lambda request: self._authenticated(request, True), faults=self.faults, stats=self.stats,
+            email=email)
         self.reset()
 
     # ------------------------------------------------------------------ state and overlay
@@ -380,6 +385,7 @@ class JiraAssetsSimulator:
             self._cache: OrderedDict[tuple, list[int]] = OrderedDict()
             self.assets_enabled = True
             self.permitted = True
+        self.service_management.reset()
         self.faults.clear()
         self.stats.reset()
 
@@ -707,7 +713,10 @@ class JiraAssetsSimulator:
         path = request.path
         if path.startswith("/_control/"):
             self.stats.incr("control_requests")
-            return self._control(request, path[len("/_control/"):].strip("/"))
+            action = path[len("/_control/"):].strip("/")
+            if self.service_management.controls(action):
+                return self.service_management.control(request, action)
+            return self._control(request, action)
         self.stats.incr("requests")
         fault = self.faults.take(path)
         if fault is not None:
@@ -719,6 +728,8 @@ class JiraAssetsSimulator:
             if fault.kind == "hibernate":
                 return Response("<html><body>Service unavailable</body></html>", content_type="text/html")
         site = request.host_url.rstrip("/") + request.script_root
+        if self.service_management.serves(path):
+            return self.service_management.dispatch(request, site)
         if path.rstrip("/") == "/rest/servicedeskapi/assets/workspace":
             return self._guarded(request, False, lambda: self._workspaces(request, site))
         route = _CLOUD_ROUTE.fullmatch(path)

@@ -486,6 +486,11 @@ class ServiceNowSimulator:
         self.cache_records = cache_records
         self._rows: dict[tuple, str] = {}
         self._build_reference_tables()
+        # The change tables of the same instance (simulators/servicenow_itsm.py); imported here because
+        # that module reuses this one's query language.
+        from .servicenow_itsm import ServiceNowItsm
+
+        self.itsm = ServiceNowItsm(self, seed=seed)
         self.reset()
 
     # ------------------------------------------------------------------ reference data (fixed size)
@@ -578,6 +583,7 @@ class ServiceNowSimulator:
             self._refresh_tokens: dict[str, str] = {}  # refresh token -> principal
         self.faults.clear()
         self.stats.reset()
+        self.itsm.reset()
 
     @property
     def record_count(self) -> int:
@@ -944,7 +950,10 @@ class ServiceNowSimulator:
         path = request.path
         if path.startswith("/_control/"):
             self.stats.incr("control_requests")
-            return self._control(request, path[len("/_control/") :].strip("/"))
+            action = path[len("/_control/") :].strip("/")
+            if self.itsm.serves_control(action):
+                return self.itsm.control(request, action)
+            return self._control(request, action)
         self.stats.incr("requests")
         fault = self.faults.take(path)
         if fault is not None:
@@ -960,6 +969,8 @@ class ServiceNowSimulator:
         route = re.fullmatch(r"/api/now/(?:(v[12])/)?table/([^/]+)(?:/([^/]+))?/?", path)
         if route is None:
             return json_response(error_body("Requested URI does not represent any resource", None), 400)
+        if route.group(2) in self.itsm.tables:
+            return self.itsm.dispatch(request, *route.groups())
         if request.method not in ("GET", "HEAD"):
             body = error_body(
                 "Method not Supported",
