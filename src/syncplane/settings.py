@@ -80,6 +80,8 @@ INSTALLED_APPS = [
     "syncplane.core",
     "syncplane.integrations",
     "syncplane.inventory",
+    "syncplane.directory",
+    "syncplane.changes",
     "syncplane.simulators",
 ]
 
@@ -141,6 +143,13 @@ def _database() -> dict:
 DATABASES = {"default": _database()}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
+# Local users first; a user synced from Active Directory (unusable local password) signs in by a bind to
+# their domain controller (syncplane/directory/backends.py).
+AUTHENTICATION_BACKENDS = [
+    "django.contrib.auth.backends.ModelBackend",
+    "syncplane.directory.backends.ActiveDirectoryBackend",
+]
+
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
@@ -197,6 +206,8 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
+    # state, from_state and to_state of changes share one choice set: one schema enum, one name.
+    "ENUM_NAME_OVERRIDES": {"ChangeStateEnum": "syncplane.changes.choices.ChangeState"},
 }
 
 # Celery. The default broker is kombu's filesystem transport: durable, shared between processes through a
@@ -225,6 +236,12 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_ALWAYS_EAGER = env_bool("SYNCPLANE_CELERY_EAGER", False)
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 CELERY_BEAT_SCHEDULE = {
+    # Re-sends pending change outbox messages that are due: retries, and work a dead worker left behind.
+    "deliver-due-outbox-messages": {
+        "task": "syncplane.changes.tasks.deliver_due_outbox_messages",
+        "schedule": 60.0,
+        "options": {"queue": "integrations"},
+    },
     "sync-all-integrations": {
         "task": "syncplane.integrations.tasks.sync_all_integrations",
         "schedule": 15 * 60.0,

@@ -101,6 +101,7 @@ def test_patch_keeps_credentials_not_sent(api_as, servicenow):
         ({"credentials": {"username": "u", "password": "p", "extra": "x"}}, "credentials", "extra"),
         ({"base_url": "ftp://example.com"}, "base_url", ""),
         ({"base_url": "http://169.254.169.254/latest"}, "base_url", "metadata"),
+        ({"base_url": "ldaps://dc.example.org:636"}, "base_url", ""),  # an HTTP connector speaks no LDAP
         ({"credentials": {"username": "u", "password": "vault:"}}, "credentials", "password"),
     ],
 )
@@ -110,6 +111,21 @@ def test_bad_input_gets_400_naming_the_field(api_as, simulator, overrides, field
     assert response.status_code == 400
     assert field in response.data, response.data
     assert reason.lower() in json.dumps(response.data).lower()
+
+
+def test_a_directory_is_created_with_an_ldaps_url_and_refused_an_http_one(api_as):
+    body = {
+        "name": "AD", "system_type": "active_directory", "base_url": "ldaps://127.0.0.1:636",
+        "auth_type": "basic", "credentials": {"username": "svc-syncplane@ad.example.org", "password": SECRET},
+        "config": {"base_dn": "DC=ad,DC=example,DC=org"},
+    }
+    admin = api_as("admin")
+    created = admin.post("/api/v1/integrations/", body, format="json")
+    assert created.status_code == 201, created.data
+    assert created.data["base_url"] == "ldaps://127.0.0.1:636"
+    refused = admin.post("/api/v1/integrations/", {**body, "name": "AD2", "base_url": "https://dc.example.org"},
+                         format="json")
+    assert refused.status_code == 400 and "base_url" in refused.data
 
 
 def test_test_connection_reports_success_and_bad_credentials(api_as, servicenow):

@@ -98,5 +98,8 @@ class ChangeSink:
     def count_unseen(self, seen_external_ids: set[str]) -> list[str]:
         return []
 
+    def finish(self, *, complete_full_pass: bool, dry_run: bool, now, pass_started_at=None) -> None:
+        """After the pass (the engine's hook): every change was applied with its page."""
+
 
 __all__ = ["ChangePagePlan", "ChangeSink", "validate_change_record"]

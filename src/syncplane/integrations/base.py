@@ -141,6 +141,14 @@ class Connector:
         return config
 
     @classmethod
+    def check_base_url(cls, url: str) -> None:
+        """Refuse a base URL this connector must not call (PolicyViolation) or cannot use. HTTP connectors
+        follow the outbound URL policy; a connector with another protocol overrides this."""
+        from syncplane.integrations.urls_policy import check_outbound_url
+
+        check_outbound_url(url)
+
+    @classmethod
     def supports(cls, capability: str) -> bool:
         return capability in cls.capabilities
 

@@ -281,6 +281,8 @@ class SyncRun:
                         (log.pk, eid, RecordAction.DELETE, RecordStatus.APPLIED, None, "", None, now)
                         for eid in gone
                     )
+                # Work that needs the whole pass (directory memberships, roles), in the same transaction.
+                sink.finish(complete_full_pass=reconcile, dry_run=False, now=now, pass_started_at=pass_started_at)
                 state.checkpoint = None
                 if cursor is not None:
                     state.cursor = cursor

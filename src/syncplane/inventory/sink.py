@@ -222,10 +222,22 @@ class AssetSink:
         live = AssetSource.objects.filter(external_system_id=self.system_id, deleted_at__isnull=True)
         return [eid for eid in live.values_list("external_id", flat=True).iterator() if eid not in seen_external_ids]
 
+    def finish(self, *, complete_full_pass: bool, dry_run: bool, now: datetime,
+               pass_started_at: datetime | None = None) -> None:
+        """After the pass (the engine's hook): assets have nothing left to do."""
+
 
 def sink_for(record_kind: str, external_system_id: int) -> AssetSink:
     if record_kind == "asset":
         return AssetSink(external_system_id)
+    if record_kind == "change":
+        from syncplane.changes.sink import ChangeSink  # the changes app builds on this module
+
+        return ChangeSink(external_system_id)
+    if record_kind == "directory":
+        from syncplane.directory.sink import DirectorySink  # the directory app builds on this module
+
+        return DirectorySink(external_system_id)
     raise ValueError(f"no sink for record kind {record_kind!r}")
 
 

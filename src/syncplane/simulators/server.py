@@ -16,6 +16,10 @@ from werkzeug.serving import WSGIRequestHandler, make_server
 from .base import PrefixDispatcher
 from .freshservice import DEFAULT_API_KEY as FRESHSERVICE_API_KEY
 from .freshservice import FreshserviceSimulator
+from .graph import DEFAULT_CLIENT_ID as GRAPH_CLIENT_ID
+from .graph import DEFAULT_CLIENT_SECRET as GRAPH_CLIENT_SECRET
+from .graph import DEFAULT_TENANT as GRAPH_TENANT
+from .graph import GraphSimulator
 from .jira import DEFAULT_API_TOKEN, DEFAULT_EMAIL, DEFAULT_PAT, JiraAssetsSimulator
 from .servicenow import (
     DEFAULT_CLIENT_ID,
@@ -61,9 +65,11 @@ class SimulatorServer:
         # `overlap`: the share of Jira's and Freshservice's devices that are ServiceNow's too.
         self.jira = JiraAssetsSimulator(records=records, seed=seed, overlap=overlap)
         self.freshservice = FreshserviceSimulator(records=records, seed=seed, overlap=overlap)
+        # Entra ID: a directory of people, not a CMDB; its size does not follow `records`.
+        self.graph = GraphSimulator(seed=seed)
         self.app = PrefixDispatcher({
             "/servicenow": self.servicenow, "/jira": self.jira, "/freshservice": self.freshservice,
-            "/vault": self.vault, **(extra_apps or {}),
+            "/vault": self.vault, "/graph": self.graph, **(extra_apps or {}),
         })
         self._quiet = quiet
         self._server = None
@@ -119,14 +125,36 @@ def banner(server: SimulatorServer) -> str:
         f"  basic auth      {DEFAULT_USERNAME} / {DEFAULT_PASSWORD}",
         f"  OAuth client    {DEFAULT_CLIENT_ID} / {DEFAULT_CLIENT_SECRET}  (POST /servicenow/oauth_token.do)",
         f"  control         {server.url}/servicenow/_control/{{faults,touch,delete,add,hidden,reset,state}}",
+        "ServiceNow ITSM (same instance: change_request, sysapproval_approver, sys_user_group 'CAB', same auth)",
+        f"  CAB control     POST {server.url}/servicenow/_control/changes/<sys_id or number>/"
+        "{approve,reject,implement,close,cancel}",
+        f"                  POST {server.url}/servicenow/_control/cab {{auto_approve_seconds}}; "
+        "webhook {url, secret}; GET webhooks",
         f"Jira Assets (site {server.url}/jira, {server.jira.base_records} objects, 60% shared with ServiceNow)",
         f"  cloud basic     {DEFAULT_EMAIL} / {DEFAULT_API_TOKEN}",
         f"  data center PAT {DEFAULT_PAT}",
         f"  control         {server.url}/jira/_control/{{faults,touch,delete,reset,state,config}}",
+        f"Jira Service Management (same site {server.url}/jira, project ITSM, issue type Change, same credentials)",
+        f"  CAB control     POST {server.url}/jira/_control/changes/<issue id>/"
+        "{approve,reject,implement,close,cancel}",
+        f"                  POST {server.url}/jira/_control/cab {{auto_approve_seconds}}; "
+        "webhook {url, secret}; GET webhooks",
         f"Freshservice ({server.url}/freshservice, {server.freshservice.base_records} assets, "
         "60% shared with ServiceNow)",
         f"  API key         {FRESHSERVICE_API_KEY} (password X)",
         f"  control         {server.url}/freshservice/_control/{{faults,touch,delete,add,reset,state,config}}",
+        f"Freshservice ITSM (same account {server.url}/freshservice, /api/v2/changes, same API key; "
+        "custom field syncplane_correlation_id)",
+        f"  CAB control     POST {server.url}/freshservice/_control/changes/<id>/"
+        "{request-approval,approve,reject,implement,close,cancel}",
+        f"                  POST {server.url}/freshservice/_control/cab {{auto_approve_seconds}}; "
+        "webhook {url, secret}; GET webhooks",
+        f"Entra ID / Graph ({server.url}/graph/v1.0, {server.graph.user_count} users, "
+        f"{server.graph.device_count} devices)",
+        f"  authority       {server.url}/graph/login  tenant {GRAPH_TENANT}",
+        f"  client          {GRAPH_CLIENT_ID} / {GRAPH_CLIENT_SECRET}",
+        f"  control         {server.url}/graph/_control/{{faults,users/*,groups/*,devices/remove,expire-tokens,"
+        "reset,state}",
         "Vault (KV v2, mount 'secret')",
         f"  token           {DEFAULT_TOKEN}",
         f"  control         POST {server.url}/vault/_control/secrets  {{path, data, mount}}",

@@ -7,7 +7,6 @@ from syncplane.integrations.choices import RecordStatus, SyncMode, SystemType
 from syncplane.integrations.errors import ConfigurationError, IntegrationError
 from syncplane.integrations.models import ExternalSystem, IntegrationSyncLog, SyncRecordOutcome
 from syncplane.integrations.registry import get_connector_class, registered_types
-from syncplane.integrations.urls_policy import check_outbound_url
 
 
 class IntegrationSerializer(serializers.ModelSerializer):
@@ -22,12 +21,23 @@ class IntegrationSerializer(serializers.ModelSerializer):
         help_text="For each credential field: whether it is set and how (env, file, vault, enc). Non-secret "
         "fields (user names, client ids) show their value."
     )
+    # Not a URLField: directories are reached over ldap:// and ldaps://; each connector checks its own URLs.
+    base_url = serializers.CharField(max_length=500, help_text="Root URL of the external API (or LDAP server).")
+    webhook_secret = serializers.CharField(
+        write_only=True, required=False, allow_blank=True, max_length=10000,
+        help_text="Secret that inbound webhooks (ITSM) are verified with: a reference (env:, file:, vault:) or a "
+        "plain value, stored encrypted. Empty clears it. Never returned.",
+    )
+    webhook_secret_status = serializers.SerializerMethodField(
+        help_text="Whether a webhook secret is set and how (env, file, vault, enc)."
+    )
 
     class Meta:
         model = ExternalSystem
         fields = [
             "id", "name", "system_type", "category", "base_url", "auth_type", "credentials",
-            "credentials_status", "config", "field_mapping", "enabled", "sync_interval_minutes", "last_sync_at",
+            "credentials_status", "webhook_secret", "webhook_secret_status", "config", "field_mapping", "enabled",
+            "sync_interval_minutes", "last_sync_at",
             "last_sync_status", "last_error", "created_at", "updated_at",
         ]
         read_only_fields = ["category", "last_sync_at", "last_sync_status", "last_error"]
@@ -41,6 +51,18 @@ class IntegrationSerializer(serializers.ModelSerializer):
                 status[name] = {"set": bool(value), "value": value}
         return status
 
+    def get_webhook_secret_status(self, obj) -> dict:
+        value = obj.webhook_secret
+        return {"set": bool(value), "source": value.split(":", 1)[0] if value else None}
+
+    def validate_webhook_secret(self, value):
+        if not value:
+            return ""
+        try:
+            return secrets.to_reference(value)
+        except ValueError as exc:
+            raise serializers.ValidationError(str(exc)) from None
+
     def validate_system_type(self, value):
         if value not in registered_types():
             available = ", ".join(registered_types()) or "none"
@@ -48,11 +70,7 @@ class IntegrationSerializer(serializers.ModelSerializer):
         return value
 
     def validate_base_url(self, value):
-        try:
-            check_outbound_url(value)
-        except IntegrationError as exc:  # a refused address, or a host that does not resolve
-            raise serializers.ValidationError(str(exc)) from None
-        return value.rstrip("/")
+        return value.strip().rstrip("/")
 
     def validate_name(self, value):
         clash = ExternalSystem.objects.live().filter(name=value)
@@ -80,6 +98,11 @@ class IntegrationSerializer(serializers.ModelSerializer):
                 {"auth_type": f"{connector.display_name} supports {', '.join(connector.auth_types)}"}
             )
         attrs["auth_type"] = auth_type
+        if "base_url" in attrs:
+            try:
+                connector.check_base_url(attrs["base_url"])
+            except IntegrationError as exc:  # a refused address, a host that does not resolve, a wrong scheme
+                raise serializers.ValidationError({"base_url": str(exc)}) from None
         if "config" in attrs or instance is None:
             try:
                 attrs["config"] = connector.validated_config(attrs.get("config", {}))

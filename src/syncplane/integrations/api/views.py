@@ -15,7 +15,7 @@ from syncplane.integrations.errors import IntegrationError, RecordError
 from syncplane.integrations.models import ExternalSystem, IntegrationSyncLog
 from syncplane.integrations.registry import get_connector_class, registered_types
 from syncplane.integrations.tasks import queue_sync
-from syncplane.inventory.sink import validate_asset_record
+from syncplane.inventory.sink import sink_for
 
 
 class IntegrationFilter(filters.FilterSet):
@@ -92,8 +92,10 @@ class IntegrationViewSet(viewsets.ModelViewSet):
                 page = next(iter(connector.fetch("full")), None)
                 if page is not None:
                     total = page.total
+                    # Validated as the sync would: assets, changes and directory records each by their sink.
+                    validate = sink_for(connector.record_kind, system.pk).validate
                     for raw in page.records[:PREVIEW_RECORDS]:
-                        records.append(_preview(connector, system.field_mapping, raw))
+                        records.append(_preview(connector, system.field_mapping, validate, raw))
         except IntegrationError as exc:
             return Response({"detail": str(exc), "error_kind": exc.kind}, status=status.HTTP_502_BAD_GATEWAY)
         return Response({"total": total, "records": records})
@@ -110,10 +112,10 @@ class IntegrationViewSet(viewsets.ModelViewSet):
 PREVIEW_RECORDS = 20
 
 
-def _preview(connector, overrides, raw) -> dict:
+def _preview(connector, overrides, validate, raw) -> dict:
     try:
         record = map_with_overrides(connector, overrides, raw)
-        validate_asset_record(record)
+        validate(record)
     except RecordError as exc:
         return {"external_id": connector.external_id(raw), "raw": raw, "mapped": None, "error": str(exc)}
     return {"external_id": record.external_id, "raw": raw, "mapped": record.attributes, "error": None}

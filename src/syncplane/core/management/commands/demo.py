@@ -38,6 +38,9 @@ from syncplane.integrations.models import ExternalSystem, IntegrationSyncLog
 from syncplane.integrations.registry import get_connector_class
 from syncplane.integrations.secrets import to_reference
 from syncplane.integrations.tasks import queue_sync
+from syncplane.simulators.graph import DEFAULT_CLIENT_ID as GRAPH_CLIENT_ID
+from syncplane.simulators.graph import DEFAULT_CLIENT_SECRET as GRAPH_CLIENT_SECRET
+from syncplane.simulators.graph import DEFAULT_TENANT as GRAPH_TENANT
 
 # The three CMDBs of the demo, all pointed at the simulators: they share 60% of their devices, so the
 # inventory shows assets reconciled from several sources.
@@ -68,6 +71,35 @@ DEMO_INTEGRATIONS = [
         "config": {"rate_limit_per_second": 50},
     },
 ]
+# Entra ID against the Graph simulator (msal's authority pointed at it); members of "Syncplane Operators"
+# (directly or through the nested "Platform Team") get the operator role.
+DEMO_ENTRA = {
+    "name": "Entra ID (simulator)",
+    "system_type": SystemType.ENTRA_ID,
+    "path": "graph/v1.0",
+    "auth_type": AuthType.OAUTH2_CLIENT_CREDENTIALS,
+    "credentials": {"client_id": GRAPH_CLIENT_ID, "client_secret": GRAPH_CLIENT_SECRET},
+    "config": {"tenant_id": GRAPH_TENANT, "authority_url": "{simulators}/graph/login",
+               "role_mapping": {"Syncplane Operators": "operator"}},
+}
+# The ITSM side: a CAB change request submitted to the ServiceNow simulator, approved there by itself.
+DEMO_ITSM = {
+    "name": "ServiceNow ITSM (simulator)",
+    "system_type": SystemType.SERVICENOW_ITSM,
+    "path": "servicenow",
+    "auth_type": AuthType.BASIC,
+    "credentials": {"username": "syncplane.integration", "password": "demo-password"},
+    "config": {},
+}
+DEMO_CHANGE = {
+    "title": "Rotate TLS certificates on the edge load balancers",
+    "description": "Quarterly certificate rotation (demo change request).",
+    "risk_score": 45,
+}
+DEMO_CAB_SECONDS = 20
+# Active Directory: slapd with an AD-like schema, when the OS package is there (ldap://, ldaps:// ports).
+DEMO_LDAP_PORTS = (8389, 8636)
+DEMO_DIRECTORY_USERS = 400
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 GRACE_SECONDS = 10  # after this, a child that has not stopped is killed (the simulators get 3 s more)
 LONG_LINE = 240  # children's lines longer than this are cut on the console (the log file keeps them whole)
@@ -142,6 +174,7 @@ class Command(BaseCommand):
                         "django_celery_beat.schedulers:DatabaseScheduler"])
         children.start("web", "syncplane runserver",
                        [*cli, "runserver", f"127.0.0.1:{port}", "--noreload", "--skip-checks"])
+        directory = self._start_directory(children)
 
         simulators = f"http://127.0.0.1:{simulator_port}"
         wait_for(f"{simulators}/servicenow/_control/state", children)
@@ -150,7 +183,16 @@ class Command(BaseCommand):
         for spec in DEMO_INTEGRATIONS:
             system = self._integration(spec, simulators)
             started.append((system, self._first_sync(system)))
+        system = self._integration(DEMO_ENTRA, simulators)
+        started.append((system, self._first_sync(system)))
+        if directory is not None:
+            system = self._active_directory(directory)
+            started.append((system, self._first_sync(system)))
+        change = self._change_demo(simulators, port, username)
         self._banner(port, simulators, username, password, started)
+        if change is not None:
+            self.stdout.write(f"  Change request        http://127.0.0.1:{port}/api/v1/changes/{change.pk}/history/ "
+                              f"(the simulated CAB approves it within {DEMO_CAB_SECONDS} s)\n")
         children.running = True
         for _system, log in started:
             self._follow(log, children)
@@ -193,6 +235,80 @@ class Command(BaseCommand):
         )
         return system
 
+    def _change_demo(self, simulators: str, port: int, username: str):
+        """A ServiceNow ITSM integration whose simulator approves each new change by itself and tells the web
+        server by webhook (shared secret), and one sample change, created once and submitted."""
+        from syncplane.changes import services
+        from syncplane.changes.choices import ChangeState
+        from syncplane.changes.models import ChangeRequest
+
+        try:
+            system = self._integration(DEMO_ITSM, simulators)
+            # A fresh secret each run: the simulator forgets its webhook target when it stops.
+            secret = secrets.token_urlsafe(24)
+            system.webhook_secret = to_reference(secret)
+            system.save(update_fields=["webhook_secret", "updated_at"])
+            control = f"{simulators}/servicenow/_control"
+            httpx.post(f"{control}/webhook", json={"url": f"http://127.0.0.1:{port}/api/v1/webhooks/{system.pk}/",
+                                                   "secret": secret}, timeout=10).raise_for_status()
+            httpx.post(f"{control}/cab", json={"auto_approve_seconds": DEMO_CAB_SECONDS},
+                       timeout=10).raise_for_status()
+            change, _ = ChangeRequest.objects.get_or_create(
+                title=DEMO_CHANGE["title"],
+                defaults={**DEMO_CHANGE, "requester": get_user_model().objects.get(username=username)},
+            )
+            if change.state == ChangeState.DRAFT:
+                change = services.submit(change, user=change.requester, external_system=system)
+            return change
+        except Exception as exc:  # the change demo is a bonus: the CMDB demo goes on without it
+            self.stdout.write(self.style.WARNING(f"The change request demo could not start: {exc}"))
+            return None
+
+    def _start_directory(self, children: "Children"):
+        """slapd with an AD-like schema and data (simulators/slapd.py) as one more child, on fixed ports, when
+        the OS package is installed; the demo goes on without it otherwise."""
+        from syncplane.simulators.slapd import SlapdDirectory, slapd_available
+
+        if not slapd_available():
+            self.stdout.write(self.style.WARNING("Active Directory skipped: install slapd (apt-get install slapd)"))
+            return None
+        busy = [number for number in DEMO_LDAP_PORTS if not port_is_free(number)]
+        if busy:
+            self.stdout.write(self.style.WARNING(f"Active Directory skipped: port {busy[0]} is already in use"))
+            return None
+        directory = SlapdDirectory(settings.DATA_DIR / "slapd", ldap_port=DEMO_LDAP_PORTS[0],
+                                   ldaps_port=DEMO_LDAP_PORTS[1], users=DEMO_DIRECTORY_USERS)
+        directory.prepare()  # fresh data and certificates each start: the same GUIDs, so syncs stay stable
+        children.start("slapd", "OpenLDAP slapd as Active Directory", directory.command())
+        deadline = time.monotonic() + 30
+        while not all(not port_is_free(number) for number in DEMO_LDAP_PORTS):
+            children.check()
+            if time.monotonic() > deadline:
+                raise CommandError(f"slapd did not listen on {DEMO_LDAP_PORTS} within 30 s; see {children.log_dir}")
+            time.sleep(0.2)
+        return directory
+
+    def _active_directory(self, directory) -> ExternalSystem:
+        connector = get_connector_class(SystemType.ACTIVE_DIRECTORY)
+        system, _ = ExternalSystem.objects.live().update_or_create(
+            name="Active Directory (slapd)",
+            defaults={
+                "system_type": SystemType.ACTIVE_DIRECTORY,
+                "category": connector.category,
+                "base_url": directory.ldaps_url,
+                "auth_type": AuthType.BASIC,
+                "credentials": {"username": directory.service_dn,
+                                "password": to_reference(directory.service_password)},
+                "config": connector.validated_config({
+                    "base_dn": directory.base_dn,
+                    "ca_file": str(directory.ca_file),
+                    "role_mapping": {"Syncplane Viewers": "viewer"},
+                }),
+                "sync_interval_minutes": 15,
+            },
+        )
+        return system
+
     def _first_sync(self, system: ExternalSystem) -> IntegrationSyncLog:
         """A full sync the first time; after a restart, an incremental one (or the run still in progress)."""
         synced_before = IntegrationSyncLog.objects.filter(
@@ -218,10 +334,11 @@ class Command(BaseCommand):
             f"  Swagger UI            {web}/api/docs/\n"
             f"  Admin                 {web}/admin/\n"
             f"  Log in as             {username} / {password}\n"
-            f"  Simulators            {simulators}/servicenow, /jira, /freshservice\n"
+            f"  Simulators            {simulators}/servicenow, /jira, /freshservice, /graph\n"
             f"{integrations}"
             f"  Sync logs             {web}/api/v1/integration-sync-logs/\n"
             f"  Merged assets         {web}/api/v1/assets/?source_system={first.pk}\n"
+            f"  Directory             {web}/api/v1/directory/users/, {web}/api/v1/directory/groups/\n"
             f"  From a shell          SYNCPLANE_DEMO=1 "
             f".venv/bin/syncplane sync {first.pk} --mode incremental\n"
             f"  Logs                  {settings.DATA_DIR / 'logs'}/\n"
