@@ -4,6 +4,8 @@ The models refuse too; these triggers hold when someone bypasses the ORM. Instal
 the sync-log triggers in `integrations/evidence.py` (SQLite drops a table's triggers when it rebuilds it).
 """
 
+from syncplane.core.triggers import TriggerSet
+
 TABLES = {"change_event": "changes_changeevent", "change_approval": "changes_approvalrecord"}
 
 SQLITE = [
@@ -37,16 +39,6 @@ POSTGRES_REVERSE = [
 ]
 
 
-def install_triggers(connection) -> None:
-    """Drop and create the triggers of this database's vendor: idempotent, safe after any migration."""
-    drop = {"sqlite": SQLITE_REVERSE, "postgresql": POSTGRES_REVERSE}.get(connection.vendor, [])
-    create = {"sqlite": SQLITE, "postgresql": POSTGRES}.get(connection.vendor, [])
-    with connection.cursor() as cursor:
-        for statement in [*drop, *create]:
-            cursor.execute(statement)
-
-
-def remove_triggers(connection) -> None:
-    with connection.cursor() as cursor:
-        for statement in {"sqlite": SQLITE_REVERSE, "postgresql": POSTGRES_REVERSE}.get(connection.vendor, []):
-            cursor.execute(statement)
+TRIGGERS = TriggerSet(SQLITE, SQLITE_REVERSE, POSTGRES, POSTGRES_REVERSE)
+install_triggers = TRIGGERS.install
+remove_triggers = TRIGGERS.remove

@@ -5,6 +5,8 @@ The model refuses too; these database triggers are the part that holds when some
 triggers.
 """
 
+from syncplane.core.triggers import TriggerSet
+
 FINISHED = "('success', 'partial', 'failed')"
 LOG = "integrations_integrationsynclog"
 OUTCOME = "integrations_syncrecordoutcome"
@@ -61,18 +63,6 @@ POSTGRES_REVERSE = [
 ]
 
 
-
-
-def install_triggers(connection) -> None:
-    """Drop and create the triggers of this database's vendor: idempotent, safe after any migration."""
-    drop = {"sqlite": SQLITE_REVERSE, "postgresql": POSTGRES_REVERSE}.get(connection.vendor, [])
-    create = {"sqlite": SQLITE, "postgresql": POSTGRES}.get(connection.vendor, [])
-    with connection.cursor() as cursor:
-        for statement in [*drop, *create]:
-            cursor.execute(statement)
-
-
-def remove_triggers(connection) -> None:
-    with connection.cursor() as cursor:
-        for statement in {"sqlite": SQLITE_REVERSE, "postgresql": POSTGRES_REVERSE}.get(connection.vendor, []):
-            cursor.execute(statement)
+TRIGGERS = TriggerSet(SQLITE, SQLITE_REVERSE, POSTGRES, POSTGRES_REVERSE)
+install_triggers = TRIGGERS.install
+remove_triggers = TRIGGERS.remove
