@@ -242,9 +242,10 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": 60.0,
         "options": {"queue": "integrations"},
     },
+    # Queues each integration whose own sync_interval_minutes has passed; ITSM polls default to 5 minutes.
     "sync-all-integrations": {
         "task": "syncplane.integrations.tasks.sync_all_integrations",
-        "schedule": 15 * 60.0,
+        "schedule": 5 * 60.0,
         "options": {"queue": "integrations"},
     },
 }

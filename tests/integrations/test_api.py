@@ -123,9 +123,19 @@ def test_a_directory_is_created_with_an_ldaps_url_and_refused_an_http_one(api_as
     created = admin.post("/api/v1/integrations/", body, format="json")
     assert created.status_code == 201, created.data
     assert created.data["base_url"] == "ldaps://127.0.0.1:636"
+    assert created.data["sync_interval_minutes"] == 60
     refused = admin.post("/api/v1/integrations/", {**body, "name": "AD2", "base_url": "https://dc.example.org"},
                          format="json")
     assert refused.status_code == 400 and "base_url" in refused.data
+
+
+def test_an_itsm_integration_is_polled_every_five_minutes_unless_told_otherwise(api_as, simulator):
+    body = new_integration_body(simulator, name="SN ITSM", system_type="servicenow_itsm", config={})
+    admin = api_as("admin")
+    assert admin.post("/api/v1/integrations/", body, format="json").data["sync_interval_minutes"] == 5
+    chosen = admin.post("/api/v1/integrations/", {**body, "name": "SN ITSM 2", "sync_interval_minutes": 30},
+                        format="json")
+    assert chosen.data["sync_interval_minutes"] == 30
 
 
 def test_test_connection_reports_success_and_bad_credentials(api_as, servicenow):

@@ -108,6 +108,7 @@ class Connector:
     auth_types: ClassVar[tuple[str, ...]] = (AuthType.BASIC,)
     capabilities: ClassVar[frozenset[str]] = frozenset({"test_connection", "full", "dry_run"})
     config_schema: ClassVar[dict] = {"type": "object", "properties": {}, "additionalProperties": False}
+    default_sync_interval_minutes: ClassVar[int] = 60  # a new integration's schedule, unless one is given
 
     def __init__(self, context: ConnectorContext):
         self.context = context
@@ -123,6 +124,7 @@ class Connector:
             "record_kind": cls.record_kind,
             "auth_types": list(cls.auth_types),
             "capabilities": sorted(cls.capabilities),
+            "default_sync_interval_minutes": cls.default_sync_interval_minutes,
             "config_schema": cls.config_schema,
             "credential_schema": credential_schema(cls.auth_types),
         }

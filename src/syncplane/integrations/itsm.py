@@ -85,6 +85,9 @@ class ExternalChange:
 class ItsmConnector(Connector):
     record_kind = "change"
     capabilities = frozenset({"test_connection", "full", "incremental", "change_requests"})
+    # Polling is how approvals come back where no webhook is set up: a CAB waits on it, so poll often (an
+    # incremental poll of a quiet ITSM tool is one request).
+    default_sync_interval_minutes = 5
     # How the ITSM tool proves a webhook is its own: "hmac-sha256" (X-Hub-Signature: sha256=<hex of the
     # body's HMAC>) or "shared-secret" (X-Syncplane-Webhook-Secret: <secret>, a header the admin configures).
     webhook_signature: ClassVar[str] = "hmac-sha256"

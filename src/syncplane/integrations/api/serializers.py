@@ -108,6 +108,8 @@ class IntegrationSerializer(serializers.ModelSerializer):
                 attrs["config"] = connector.validated_config(attrs.get("config", {}))
             except ConfigurationError as exc:
                 raise serializers.ValidationError({"config": str(exc)}) from None
+        if instance is None and "sync_interval_minutes" not in attrs:
+            attrs["sync_interval_minutes"] = connector.default_sync_interval_minutes
         attrs["credentials"] = self._credentials(attrs, auth_type, instance)
         attrs["category"] = connector.category
         return attrs
@@ -212,6 +214,7 @@ class IntegrationTypeSerializer(serializers.Serializer):
     record_kind = serializers.CharField()
     auth_types = serializers.ListField(child=serializers.CharField())
     capabilities = serializers.ListField(child=serializers.CharField())
+    default_sync_interval_minutes = serializers.IntegerField()
     config_schema = serializers.DictField()
     credential_schema = serializers.DictField()
 

@@ -230,7 +230,7 @@ class Command(BaseCommand):
                 "auth_type": spec["auth_type"],
                 "credentials": credentials,
                 "config": connector.validated_config(config),
-                "sync_interval_minutes": 15,
+                "sync_interval_minutes": min(15, connector.default_sync_interval_minutes),
             },
         )
         return system
