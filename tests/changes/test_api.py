@@ -116,6 +116,32 @@ def test_cancel_of_a_submitted_change_cancels_it_externally(operator, fake_syste
     assert history[2]["event"]["actor"] == "user-operator"
 
 
+def test_a_refused_change_is_sent_again_once_the_cause_is_fixed(operator, fake_system, fake_itsm,
+                                                                django_capture_on_commit_callbacks):
+    from syncplane.integrations.errors import PermanentError
+
+    fake_itsm.errors["create_change"] = [PermanentError("HTTP 400: Assignment group is mandatory", status_code=400)]
+    data = create(operator)
+    with django_capture_on_commit_callbacks(execute=True):
+        operator.post(f"{URL}{data['id']}/submit/", {"external_system": fake_system.pk}, format="json")
+    change = ChangeRequest.objects.get(pk=data["id"])
+    assert change.state == ChangeState.SUBMITTED and "mandatory" in change.submission_error
+    # The admin fixes the assignment group; the change manager sends the same change again.
+    with django_capture_on_commit_callbacks(execute=True):
+        response = operator.post(f"{URL}{data['id']}/resubmit/", {}, format="json")
+    assert response.status_code == 202, response.data
+    change.refresh_from_db()
+    assert (change.external_change_request_id, change.submission_error) == ("FAKE-1", "")
+    message = OutboxMessage.objects.get()
+    assert (message.status, message.attempts) == (OutboxStatus.DELIVERED, 1)
+    assert fake_itsm.calls == ["find_change", "create_change", "find_change", "create_change"]
+    assert "change.resubmitted" in change.events.values_list("event_type", flat=True)
+    # Delivered now: nothing left to send again.
+    again = operator.post(f"{URL}{data['id']}/resubmit/", {}, format="json")
+    assert again.status_code == 400 and "delivery failed" in again.data["detail"]
+    assert len(fake_itsm.store) == 1
+
+
 def test_cancelling_a_draft_sends_nothing(operator, fake_system, fake_itsm, django_capture_on_commit_callbacks):
     data = create(operator, external_system=fake_system.pk)
     with django_capture_on_commit_callbacks(execute=True):
@@ -137,6 +163,7 @@ def test_viewer_reads_but_cannot_create_edit_submit_or_cancel(api_as, role, fake
     assert client.post(f"{URL}{change.pk}/submit/", {"external_system": fake_system.pk},
                        format="json").status_code == 403
     assert client.post(f"{URL}{change.pk}/cancel/", {}, format="json").status_code == 403
+    assert client.post(f"{URL}{change.pk}/resubmit/", {}, format="json").status_code == 403
     change.refresh_from_db()
     assert change.state == ChangeState.DRAFT and change.title == "Rotate TLS certificates"
 

@@ -22,7 +22,7 @@ from syncplane.changes.states import IllegalTransition, check_transition, path_t
 from syncplane.core.context import get_correlation_id
 from syncplane.integrations.choices import Category
 from syncplane.integrations.itsm import ApprovalDecision, ExternalChange, ItsmConnector
-from syncplane.integrations.models import ExternalSystem, OutboxKind, OutboxMessage
+from syncplane.integrations.models import ExternalSystem, OutboxKind, OutboxMessage, OutboxStatus
 from syncplane.integrations.registry import get_connector_class
 
 logger = logging.getLogger("syncplane.changes")
@@ -105,6 +105,36 @@ def submit(change: ChangeRequest, *, user=None, external_system: ExternalSystem 
             payload={"correlation_id": change.correlation_id},
             next_attempt_at=timezone.now() + OUTBOX_GRACE,
         )
+        queue_delivery(message.pk)
+    return change
+
+
+def resubmit(change: ChangeRequest, *, user=None) -> ChangeRequest:
+    """Send a submitted change to the ITSM tool again after its delivery failed for good (the vendor refused it,
+    or every retry failed), once the cause is fixed. The same outbox message goes out again, with its attempts
+    counted afresh: it keeps the change's correlation id, so a change that did get created is found, not
+    created twice."""
+    from syncplane.changes.tasks import queue_delivery
+
+    with transaction.atomic():
+        change = ChangeRequest.objects.select_for_update().get(pk=change.pk)
+        message = OutboxMessage.objects.select_for_update().filter(
+            kind=OutboxKind.CHANGE_CREATE, subject_type="change", subject_id=str(change.pk)
+        ).first()
+        if change.state != ChangeState.SUBMITTED or change.external_key or message is None \
+                or message.status != OutboxStatus.FAILED:
+            raise ChangeError("only a submitted change whose delivery failed can be sent again; "
+                              f"this one is {change.state}"
+                              + (f" as {change.external_change_request_id}" if change.external_key else ""))
+        message.status = OutboxStatus.PENDING
+        message.attempts = 0
+        message.leased_until = None
+        message.next_attempt_at = timezone.now() + OUTBOX_GRACE
+        message.save(update_fields=["status", "attempts", "leased_until", "next_attempt_at"])
+        change.submission_error = ""
+        change.save(update_fields=["submission_error", "updated_at"])
+        record_event(change, event_type="change.resubmitted", source=EventSource.USER, actor=_actor(user),
+                     detail=f"to {change.external_system.name}")
         queue_delivery(message.pk)
     return change
 

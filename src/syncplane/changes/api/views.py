@@ -70,6 +70,13 @@ class ChangeRequestViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mix
         return self._act(services.submit, change, user=request.user,
                          external_system=body.validated_data.get("external_system"))
 
+    @extend_schema(request=None, responses={202: serializers.ChangeRequestSerializer, 400: OpenApiResponse(
+        description="The change is not a submitted one whose delivery failed.")})
+    @action(detail=True, methods=["post"])
+    def resubmit(self, request, pk=None):
+        """Send a submitted change whose delivery failed (see submission_error) to the ITSM tool again."""
+        return self._act(services.resubmit, self.get_object(), user=request.user)
+
     @extend_schema(request=serializers.CancelSerializer,
                    responses={202: serializers.ChangeRequestSerializer, 409: CONFLICT})
     @action(detail=True, methods=["post"])
