@@ -133,3 +133,34 @@ def test_default_reads_the_setting(settings):
         check_outbound_url("http://127.0.0.1:8000/")
     settings.SYNCPLANE_ALLOW_INSECURE_OUTBOUND = True
     check_outbound_url("http://127.0.0.1:8000/")
+
+
+def test_a_dns_answer_that_changes_after_the_check_cannot_reach_a_forbidden_address(monkeypatch):
+    """DNS rebinding: the name is local (allowed in a lab) when the client is built, the metadata service when
+    the connection is opened. The address is checked again at connect time, so nothing is sent there."""
+    from syncplane.integrations.http import HttpClient
+    from tests.integrations.httpserver import Reply, ScriptedServer
+
+    server = ScriptedServer().start()
+    try:
+        server.script("/api/ping", Reply(json={"ok": True}), Reply(json={"ok": True}))
+        answers = {"rebind-later.example.com": ["127.0.0.1"]}
+        real = urls_policy.socket.getaddrinfo
+
+        def getaddrinfo(host, port, *args, **kwargs):
+            if host in answers:
+                return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (a, port)) for a in answers[host]]
+            return real(host, port, *args, **kwargs)
+
+        monkeypatch.setattr(urls_policy.socket, "getaddrinfo", getaddrinfo)
+        client = HttpClient(f"http://rebind-later.example.com:{server.port}", allow_insecure=True, max_attempts=1)
+        assert client.get_json("/api/ping") == {"ok": True}  # a fresh name connects to what it resolves to now
+        client.close()
+        client = HttpClient(f"http://rebind-later.example.com:{server.port}", allow_insecure=True, max_attempts=1)
+        answers["rebind-later.example.com"] = ["169.254.169.254"]
+        with pytest.raises(PolicyViolation, match="169.254.169.254"):
+            client.get("/api/ping")
+        client.close()
+        assert len(server.requests) == 1
+    finally:
+        server.stop()

@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from typing import Any
 
+import httpcore
 import httpx
 import orjson
 
@@ -24,13 +25,14 @@ from syncplane import __version__
 from syncplane.core.context import CORRELATION_HEADER, get_correlation_id
 from syncplane.integrations.errors import (
     AuthenticationError,
+    ConfigurationError,
     IntegrationError,
     PermanentError,
     PolicyViolation,
     TransientError,
 )
 from syncplane.integrations.secrets import Redactor, mask_url
-from syncplane.integrations.urls_policy import check_outbound_url
+from syncplane.integrations.urls_policy import check_outbound_url, connectable_addresses
 
 logger = logging.getLogger("syncplane.http")
 
@@ -173,6 +175,39 @@ class TokenBucket:
         return wait
 
 
+class PolicyCheckedBackend(httpcore.SyncBackend):
+    """Opens TCP connections only to addresses the outbound URL policy allows, resolved at connect time.
+
+    The base URL is checked when the client is built, but httpx resolves the host again for every new
+    connection; without this a DNS answer that changes in between (DNS rebinding) could reach the metadata
+    service or the private network. TLS still verifies the certificate against the host name, not the address.
+    """
+
+    def __init__(self, allow_insecure: bool | None = None):
+        self.allow_insecure = allow_insecure
+
+    def connect_tcp(self, host, port, timeout=None, local_address=None, socket_options=None):
+        try:
+            addresses = connectable_addresses(host, port, allow_insecure=self.allow_insecure)
+        except ConfigurationError as exc:  # the name does not resolve now: a network failure, worth a retry
+            raise httpcore.ConnectError(str(exc)) from None
+        for index, address in enumerate(addresses):
+            try:
+                return super().connect_tcp(address, port, timeout, local_address, socket_options)
+            except httpcore.ConnectError:
+                if index == len(addresses) - 1:
+                    raise
+        raise httpcore.ConnectError(f"{host} has no address")  # pragma: no cover - _resolve returns at least one
+
+
+def policy_checked_transport(limits: httpx.Limits, allow_insecure: bool | None) -> httpx.HTTPTransport:
+    transport = httpx.HTTPTransport(limits=limits)
+    # httpx has no argument for a network backend; its connection pool takes one and uses it for every new
+    # connection. httpx and httpcore are pinned in requirements.lock, and a test connects through this.
+    transport._pool._network_backend = PolicyCheckedBackend(allow_insecure)
+    return transport
+
+
 class HttpClient:
     """A pooled HTTP client bound to one base URL. Paths are appended to the base URL's path."""
 
@@ -211,17 +246,18 @@ class HttpClient:
         self.stats = {"requests": 0, "retries": 0}
         default_headers = {"Accept": "application/json", "User-Agent": f"Syncplane/{__version__}"}
         default_headers.update(headers or {})
+        limits = httpx.Limits(max_connections=20, max_keepalive_connections=10)
         self._client = httpx.Client(
             base_url=self.base_url,
             auth=auth,
             headers=default_headers,
             timeout=httpx.Timeout(timeout, connect=connect_timeout),
-            limits=httpx.Limits(max_connections=20, max_keepalive_connections=10),
+            limits=limits,
             # Redirects are handled here, so that one to another host can be refused.
             follow_redirects=False,
             # The hook also runs for requests an auth flow makes (OAuth token requests).
             event_hooks={"request": [self._add_correlation_id]},
-            transport=transport,
+            transport=transport or policy_checked_transport(limits, allow_insecure),
         )
 
     # --- plumbing -----------------------------------------------------------------------------------

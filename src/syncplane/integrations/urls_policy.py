@@ -126,7 +126,27 @@ def check_outbound_url(url: str, *, allow_insecure: bool | None = None) -> None:
     if host in METADATA_HOSTNAMES:
         raise PolicyViolation(f"Outbound URL refused: {host} is a cloud metadata service")
 
-    for address in _resolve(host, port or (443 if scheme == "https" else 80)):
+    _check_addresses(host, _resolve(host, port or (443 if scheme == "https" else 80)), allow_insecure)
+
+
+def connectable_addresses(host: str, port: int, *, allow_insecure: bool | None = None) -> list[str]:
+    """The addresses `host` resolves to now, if every one is allowed; PolicyViolation otherwise.
+
+    Called when a connection is opened, not only when a URL is accepted: a DNS answer that changes in between
+    (DNS rebinding: public at check time, 169.254.169.254 at connect time) must not reach a forbidden address.
+    """
+    if allow_insecure is None:
+        allow_insecure = _insecure_allowed_by_settings()
+    name = host.rstrip(".").lower()
+    if name in METADATA_HOSTNAMES:
+        raise PolicyViolation(f"Outbound connection refused: {name} is a cloud metadata service")
+    addresses = _resolve(name, port)
+    _check_addresses(name, addresses, allow_insecure)
+    return [str(address) for address in addresses]
+
+
+def _check_addresses(host: str, addresses: list[IPAddress], allow_insecure: bool) -> None:
+    for address in addresses:
         if _never_allowed(address):
             raise PolicyViolation(
                 f"Outbound URL refused: {host} resolves to {address}, "
