@@ -53,6 +53,12 @@ SYNCPLANE_ENCRYPTION_KEYS = env_list("SYNCPLANE_ENCRYPTION_KEYS", [])
 SYNCPLANE_VAULT_ADDR = env_str("SYNCPLANE_VAULT_ADDR", "")
 SYNCPLANE_VAULT_TOKEN = env_str("SYNCPLANE_VAULT_TOKEN", "env:VAULT_TOKEN")
 SYNCPLANE_VAULT_MOUNT = env_str("SYNCPLANE_VAULT_MOUNT", "secret")
+# Which env: and file: references an integration may be given through the API. Without a limit an admin could
+# reference the server's own secrets (env:DATABASE_URL, file:/etc/...) and send them to a URL of their choice.
+SYNCPLANE_SECRET_REFERENCE_ALLOW = env_list(
+    "SYNCPLANE_SECRET_REFERENCE_ALLOW",
+    ["env:SYNCPLANE_SECRET_*", "file:/run/secrets/*", "file:/etc/syncplane/secrets/*"],
+)
 
 # The schedule runs incremental syncs, and a full one (which reconciles deletions) after this many hours.
 SYNCPLANE_FULL_SYNC_HOURS = env_int("SYNCPLANE_FULL_SYNC_HOURS", 24, minimum=1)

@@ -194,7 +194,8 @@ def test_resolve_rejects_a_malformed_reference():
 
 def test_to_reference_keeps_references_and_encrypts_plain_values(settings):
     settings.SYNCPLANE_ENCRYPTION_KEYS = [Fernet.generate_key().decode()]
-    assert to_reference("env:SN_PASSWORD") == "env:SN_PASSWORD"
+    assert to_reference("env:SYNCPLANE_SECRET_SN_PASSWORD") == "env:SYNCPLANE_SECRET_SN_PASSWORD"
+    assert to_reference("file:/run/secrets/sn") == "file:/run/secrets/sn"
     assert to_reference("vault:kv/sn#password") == "vault:kv/sn#password"
     stored = to_reference("hunter2")
     assert stored.startswith("enc:") and resolve_secret(stored) == "hunter2"
@@ -237,3 +238,27 @@ def test_mask_url():
     assert mask_url("https://h/p?signature=abc&client_secret=x&password=y") == (
         "https://h/p?signature=***&client_secret=***&password=***"
     )
+
+
+@pytest.mark.parametrize("ref", [
+    "env:DATABASE_URL", "env:SECRET_KEY", "env:SYNCPLANE_VAULT_TOKEN", "file:/etc/shadow",
+    "file:/run/secretsX/sn",
+])
+def test_references_to_the_servers_own_secrets_are_refused(ref):
+    with pytest.raises(ValueError, match="SYNCPLANE_SECRET_REFERENCE_ALLOW"):
+        to_reference(ref)
+
+
+def test_the_allowed_references_are_configurable(settings):
+    settings.SYNCPLANE_SECRET_REFERENCE_ALLOW = ["env:SN_*"]
+    assert to_reference("env:SN_PASSWORD") == "env:SN_PASSWORD"
+    with pytest.raises(ValueError, match="limited to env:SN_"):
+        to_reference("env:SYNCPLANE_SECRET_X")
+
+
+def test_the_api_refuses_a_reference_to_the_servers_database_url(api_as, simulator):
+    body = {"name": "SN", "system_type": "servicenow_cmdb", "base_url": f"{simulator.url}/servicenow",
+            "auth_type": "basic", "credentials": {"username": "u", "password": "env:DATABASE_URL"}}
+    response = api_as("admin").post("/api/v1/integrations/", body, format="json")
+    assert response.status_code == 400
+    assert "SYNCPLANE_SECRET_REFERENCE_ALLOW" in str(response.data["credentials"])

@@ -12,6 +12,7 @@ Error messages name the reference (variable, path, Vault path) and never the val
 """
 
 import base64
+import fnmatch
 import functools
 import os
 import re
@@ -88,8 +89,29 @@ def to_reference(value: str) -> str:
         raise ValueError("A secret must be a non-empty string.")
     if value.startswith(("env:", "file:", "vault:")):
         validate_reference(value)
+        check_reference_allowed(value)
         return value
     return encrypt_secret(value)
+
+
+def check_reference_allowed(ref: str) -> None:
+    """Refuse an env: or file: reference outside SYNCPLANE_SECRET_REFERENCE_ALLOW (shell-style patterns).
+
+    Those references read the server's own environment and files: without a limit, whoever may edit an
+    integration could point one at env:DATABASE_URL and send it, as a password, to a URL they choose. vault:
+    references are limited by the Vault token's policy instead.
+    """
+    from django.conf import settings
+
+    scheme, rest = _split(ref)
+    if scheme not in ("env", "file"):
+        return
+    # A file path cannot climb out of an allowed folder: validate_reference refuses '..' components.
+    patterns = settings.SYNCPLANE_SECRET_REFERENCE_ALLOW
+    if not any(fnmatch.fnmatchcase(f"{scheme}:{rest}", pattern) for pattern in patterns):
+        allowed = ", ".join(patterns) or "none"
+        raise ValueError(f"{scheme}: references are limited to {allowed} (SYNCPLANE_SECRET_REFERENCE_ALLOW); "
+                         "store the value itself, or use a vault: reference")
 
 
 def resolve_secret(ref: str) -> str:
