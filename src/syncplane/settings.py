@@ -69,6 +69,9 @@ SYNCPLANE_IDENTIFICATION_RULES = identification_rules(
 SYNCPLANE_PRECEDENCE = precedence(env_str("SYNCPLANE_PRECEDENCE", ""))
 # A running sync whose heartbeat is older than this is taken as dead (its worker was killed).
 SYNCPLANE_STALE_RUN_SECONDS = env_int("SYNCPLANE_STALE_RUN_SECONDS", 600, minimum=30)
+# A queued run that no worker has taken yet is usually waiting behind a long one, not dead (tasks survive a
+# worker's death: acks late); only a task lost before it reached the broker leaves one queued for good.
+SYNCPLANE_STALE_QUEUED_SECONDS = env_int("SYNCPLANE_STALE_QUEUED_SECONDS", 6 * 3600, minimum=60)
 
 INSTALLED_APPS = [
     "django.contrib.admin",

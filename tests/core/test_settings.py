@@ -39,6 +39,7 @@ def test_the_demo_generates_and_keeps_its_key(tmp_path):
         ("SYNCPLANE_ALLOW_INSECURE_OUTBOUND", "perhaps"),
         ("SYNCPLANE_STALE_RUN_SECONDS", "ten"),
         ("SYNCPLANE_STALE_RUN_SECONDS", "5"),
+        ("SYNCPLANE_STALE_QUEUED_SECONDS", "an hour"),
         ("SYNCPLANE_LOG_FORMAT", "xml"),
         ("DATABASE_URL", "mysql://db/syncplane"),
         ("CELERY_BROKER_URL", "kafka://broker"),

@@ -163,6 +163,21 @@ def die_after_two_pages(log):
         raise Killed
 
 
+def test_a_run_waiting_in_the_queue_is_not_taken_for_dead(servicenow, settings):
+    waiting = start_sync(servicenow)  # no worker has taken it yet: it waits behind other syncs
+    IntegrationSyncLog.objects.filter(pk=waiting.pk).update(queued_at=timezone.now() - timedelta(hours=1))
+    with pytest.raises(SyncAlreadyRunning):
+        start_sync(servicenow)
+    waiting.refresh_from_db()
+    assert waiting.status == RunStatus.QUEUED
+    # Queued far longer than any queue lasts: its task was lost before it reached the broker.
+    IntegrationSyncLog.objects.filter(pk=waiting.pk).update(
+        queued_at=timezone.now() - timedelta(seconds=settings.SYNCPLANE_STALE_QUEUED_SECONDS + 1))
+    assert start_sync(servicenow).pk != waiting.pk
+    waiting.refresh_from_db()
+    assert waiting.status == RunStatus.FAILED and "interrupted" in waiting.error_summary
+
+
 def test_killed_run_resumes_from_its_checkpoint_without_duplicates_or_gaps(servicenow, simulator):
     first = start_sync(servicenow)
     with pytest.raises(Killed):

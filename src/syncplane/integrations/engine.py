@@ -105,11 +105,15 @@ def start_sync(
 
 def expire_stale_runs(system: ExternalSystem) -> None:
     """A run whose worker died leaves an active log behind; after a quiet period it is failed, and its
-    checkpoint stays for the next run to resume from."""
-    limit = timezone.now() - timedelta(seconds=settings.SYNCPLANE_STALE_RUN_SECONDS)
+    checkpoint stays for the next run to resume from. A queued run (not started yet, or waiting for its retry)
+    gets far longer: it is most likely behind other syncs or a Retry-After, and failing it would only queue the
+    same work again."""
+    now = timezone.now()
     for log in IntegrationSyncLog.objects.active().filter(external_system=system):
+        waiting = log.status == RunStatus.QUEUED
+        quiet = settings.SYNCPLANE_STALE_QUEUED_SECONDS if waiting else settings.SYNCPLANE_STALE_RUN_SECONDS
         last_sign_of_life = log.heartbeat_at or log.queued_at
-        if last_sign_of_life < limit:
+        if last_sign_of_life < now - timedelta(seconds=quiet):
             _finish(log, RunStatus.FAILED, ErrorKind.TRANSIENT,
                     f"interrupted: no sign of life since {last_sign_of_life:%Y-%m-%d %H:%M:%S} UTC")
 
