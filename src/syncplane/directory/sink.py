@@ -266,7 +266,17 @@ class DirectorySink:
 
     def _plan_groups(self, plan: DirectoryPlan, groups: dict, member_changes: dict[str, MemberChange]) -> None:
         existing = self._existing(DirectoryGroup, "group_id", list(groups))
-        current = self._memberships([existing[eid][0] for eid in member_changes if eid in existing])
+        # A record with the complete member list needs all of its group's current members, to drop the others;
+        # one with additions and removals (Graph delta) needs only those among the members it names, so a page
+        # reads what it carries, not the whole of a large group again on every page of its slices.
+        whole, named = [], {}
+        for eid, change in member_changes.items():
+            if eid in existing:
+                if change.full is not None:
+                    whole.append(existing[eid][0])
+                else:
+                    named[existing[eid][0]] = change.added | change.removed
+        current = self._memberships(whole, named)
         for eid, (record, new_attributes, removed) in groups.items():
             row = existing.get(eid)
             if row is None and removed:
@@ -316,14 +326,21 @@ class DirectorySink:
         return rows
 
     @staticmethod
-    def _memberships(group_ids: list) -> dict:
-        """group id -> {member: membership id}: one query per 500 groups."""
+    def _memberships(group_ids: list, named: dict[uuid.UUID, set[str]]) -> dict:
+        """group id -> {member: membership id}: every member of `group_ids` (one query per 500 groups), and of
+        the groups in `named` only the members named there (one query per 500 groups and 500 names)."""
         found: dict = defaultdict(dict)
         for part in chunks(group_ids):
             for pk, group_id, member in DirectoryMembership.objects.filter(group_id__in=part).values_list(
                 "id", "group_id", "member"
             ):
                 found[group_id][member] = pk
+        for part in chunks(list(named)):
+            for members in chunks(sorted(set().union(*(named[group_id] for group_id in part)))):
+                query = DirectoryMembership.objects.filter(group_id__in=part, member__in=members)
+                for pk, group_id, member in query.values_list("id", "group_id", "member"):
+                    if member in named[group_id]:
+                        found[group_id][member] = pk
         return found
 
     def _live_device_ids(self, external_ids: list[str]) -> list[str]:

@@ -128,6 +128,7 @@ class GraphSimulator:
             self.log: list[tuple[int, str, str, str | None, str | None]] = []  # seq, stream, id, member op, member
             self.seq = 0
             self.tokens: dict[str, float] = {}
+            self._chains: dict[str, tuple[tuple, list[dict]]] = {}  # stream -> (chain key, its items)
             self.stats.reset()
             self.faults.clear()
             for _ in range(self.user_count):
@@ -429,6 +430,17 @@ class GraphSimulator:
         return item
 
     def _items(self, stream: str, state: dict) -> list[dict]:
+        """The items of a chain, computed once per chain and kept while nothing changes: every page of a
+        large directory would otherwise rebuild them all (quadratic in its size, which the bench measures)."""
+        select = state["sel"]
+        key = (tuple(select) if select is not None else None, state["since"], state["upto"], self.seq,
+               self.member_slice)
+        cached = self._chains.get(stream)
+        if cached is None or cached[0] != key:
+            cached = self._chains[stream] = (key, self._chain_items(stream, state))
+        return cached[1]
+
+    def _chain_items(self, stream: str, state: dict) -> list[dict]:
         """The items of a chain: the whole state (initial) or the objects changed in (since, upto]."""
         select, since, upto = state["sel"], state["since"], state["upto"]
         store = getattr(self, stream)

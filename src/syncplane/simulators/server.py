@@ -57,6 +57,7 @@ class SimulatorServer:
         cache_records: int = 20_000,
         extra_apps: dict | None = None,
         overlap: float = 0.6,
+        graph: dict | None = None,
     ):
         self.host = host
         self.port = port
@@ -65,8 +66,9 @@ class SimulatorServer:
         # `overlap`: the share of Jira's and Freshservice's devices that are ServiceNow's too.
         self.jira = JiraAssetsSimulator(records=records, seed=seed, overlap=overlap)
         self.freshservice = FreshserviceSimulator(records=records, seed=seed, overlap=overlap)
-        # Entra ID: a directory of people, not a CMDB; its size does not follow `records`.
-        self.graph = GraphSimulator(seed=seed)
+        # Entra ID: a directory of people, not a CMDB; its size does not follow `records`. `graph`: keyword
+        # arguments for GraphSimulator (users, devices, page_size, domain, ...), as the directory bench sizes it.
+        self.graph = GraphSimulator(**{"seed": seed, **(graph or {})})
         self.app = PrefixDispatcher({
             "/servicenow": self.servicenow, "/jira": self.jira, "/freshservice": self.freshservice,
             "/vault": self.vault, "/graph": self.graph, **(extra_apps or {}),
@@ -164,12 +166,12 @@ def banner(server: SimulatorServer) -> str:
 
 def serve_forever(
     port: int = 8900, records: int = 2000, seed: int = 42, host: str = "127.0.0.1", cache_records: int = 20_000,
-    log_requests: bool = False, overlap: float = 0.6,
+    log_requests: bool = False, overlap: float = 0.6, graph: dict | None = None,
 ) -> None:
     """Run until SIGINT (Ctrl-C) or SIGTERM, then shut down cleanly."""
     server = SimulatorServer(
         records=records, seed=seed, host=host, port=port, quiet=not log_requests, cache_records=cache_records,
-        overlap=overlap,
+        overlap=overlap, graph=graph,
     ).start()
     stopping = threading.Event()
 

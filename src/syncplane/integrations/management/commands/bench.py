@@ -1,4 +1,4 @@
-"""`syncplane bench servicenow --records N`: the sync engine measured against its own floor, in one run.
+"""`syncplane bench servicenow|reconcile|directory --records N`: the sync engine measured, in one run.
 
 Every figure comes from the same process, database and simulator, so the ratios between them mean
 something on any machine; the absolute times only describe this one.
@@ -13,6 +13,7 @@ import sys
 import time
 import tracemalloc
 from contextlib import contextmanager
+from itertools import pairwise
 
 import httpx
 from django.conf import settings
@@ -41,7 +42,7 @@ class Command(BaseCommand):
     help = "Benchmark a connector through the sync engine against its simulator (see docs/performance.md)."
 
     def add_arguments(self, parser):
-        parser.add_argument("target", choices=["servicenow", "reconcile"])
+        parser.add_argument("target", choices=["servicenow", "reconcile", "directory"])
         parser.add_argument("--records", type=int, default=100_000)
         parser.add_argument("--json", dest="json_path", help="Also write the results to this JSON file")
 
@@ -55,6 +56,13 @@ class Command(BaseCommand):
             if target == "servicenow":
                 with simulator(records) as big, simulator(records // 10) as small:
                     results = Bench(self.stdout, records).run(big, small)
+            elif target == "directory":
+                # Each directory its own domain: user names never meet, so every sync creates its users.
+                with graph_simulator(records, "big.example") as big, \
+                        graph_simulator(records // 10, "small.example") as small, \
+                        graph_simulator(records, "memory-big.example") as memory_big, \
+                        graph_simulator(records // 10, "memory-small.example") as memory_small:
+                    results = DirectoryBench(self.stdout, records).run(big, small, memory_big, memory_small)
             else:
                 # Different seeds: the devices of one simulator never match those of another.
                 with simulator(records, overlap=0.6, seed=1) as shared, \
@@ -64,7 +72,8 @@ class Command(BaseCommand):
                     results = ReconcileBench(self.stdout, records).run(shared, apart, small, fresh)
         finally:
             connection.creation.destroy_test_db(test_db, verbosity=0)
-        self.stdout.write(render(results, TARGETS if target == "servicenow" else RECONCILE_TARGETS))
+        targets = {"servicenow": TARGETS, "reconcile": RECONCILE_TARGETS, "directory": DIRECTORY_TARGETS}
+        self.stdout.write(render(results, targets[target]))
         if json_path:
             with open(json_path, "w") as handle:
                 json.dump(results, handle, indent=2)
@@ -80,22 +89,21 @@ def _bench_database() -> str:
     return old_name
 
 
-@contextmanager
-def simulator(records: int, *, overlap: float = 0.6, seed: int = 1):
+def _free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    process = subprocess.Popen(
-        [sys.executable, "-m", "syncplane", "simulate", "--port", str(port), "--records", str(records),
-         "--seed", str(seed), "--cache-records", str(records + records // 50), "--overlap", str(overlap)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+        return probe.getsockname()[1]
+
+
+@contextmanager
+def _simulator_process(command: list[str], port: int, ready_path: str):
+    """The simulators in a process of their own (their work and memory are not the sync's), until done."""
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
     try:
         for _ in range(200):
             try:
-                httpx.get(f"{url}/servicenow/_control/state", timeout=1).raise_for_status()
+                httpx.get(f"{url}{ready_path}", timeout=1).raise_for_status()
                 break
             except httpx.HTTPError:
                 time.sleep(0.1)
@@ -105,6 +113,26 @@ def simulator(records: int, *, overlap: float = 0.6, seed: int = 1):
     finally:
         process.terminate()
         process.wait(timeout=10)
+
+
+@contextmanager
+def simulator(records: int, *, overlap: float = 0.6, seed: int = 1):
+    port = _free_port()
+    command = [sys.executable, "-m", "syncplane", "simulate", "--port", str(port), "--records", str(records),
+               "--seed", str(seed), "--cache-records", str(records + records // 50), "--overlap", str(overlap)]
+    with _simulator_process(command, port, "/servicenow/_control/state") as url:
+        yield url
+
+
+@contextmanager
+def graph_simulator(users: int, domain: str):
+    """The Graph simulator with `users` users and users // 4 devices (the CMDB simulators next to it empty)."""
+    port = _free_port()
+    graph = {"users": users, "devices": users // 4, "page_size": GRAPH_PAGE_SIZE, "domain": domain}
+    code = ("from syncplane.simulators.server import serve_forever; "
+            f"serve_forever(port={port}, records=0, graph={graph!r})")
+    with _simulator_process([sys.executable, "-c", code], port, "/graph/_control/faults") as url:
+        yield url
 
 
 RECONCILE_TARGETS = {
@@ -315,6 +343,117 @@ class Bench:
         mib = peak / 2**20
         self.say(f"  {label:<28} {mib:8.1f} MiB (read {log.records_read})")
         return mib
+
+
+GRAPH_PAGE_SIZE = 100  # Graph's default page size for directory objects
+DIRECTORY_TARGETS = {
+    "full per user N / N/10": (1.5, "max"),
+    "peak memory N / N/10": (1.3, "max"),
+    "incremental 1% / full": (0.1, "max"),
+    "queries per page N / N/10": (1.0, "max"),
+}
+
+
+class QueryCounter:
+    """Counts the queries of the database connection (executemany is one), page by page through the engine's
+    progress callback; what comes after the last page (reconciliation, memberships, roles) is `after_pages`."""
+
+    def __init__(self):
+        self.count = 0
+        self.marks = [0]
+
+    def __call__(self, execute, sql, params, many, context):
+        self.count += 1
+        return execute(sql, params, many, context)
+
+    def page_done(self, log) -> None:
+        self.marks.append(self.count)
+
+    @property
+    def per_page(self) -> list[int]:
+        return [b - a for a, b in pairwise(self.marks)]
+
+    @property
+    def after_pages(self) -> int:
+        return self.count - self.marks[-1]
+
+
+class DirectoryBench(Bench):
+    """Entra ID (Graph simulator) into the directory: users, groups with their memberships, devices; N users,
+    N/4 devices, the simulator's groups (everyone in "All Staff", a third in "Engineering", ...)."""
+
+    def integration(self, simulator_url: str, domain: str = "") -> ExternalSystem:
+        from syncplane.simulators import graph as graph_sim
+
+        self.count += 1
+        return ExternalSystem.objects.create(
+            name=f"bench {self.count}", system_type=SystemType.ENTRA_ID, category="identity",
+            base_url=f"{simulator_url}/graph/v1.0", auth_type=AuthType.OAUTH2_CLIENT_CREDENTIALS,
+            credentials={"client_id": graph_sim.DEFAULT_CLIENT_ID,
+                         "client_secret": to_reference(graph_sim.DEFAULT_CLIENT_SECRET)},
+            config={"tenant_id": graph_sim.DEFAULT_TENANT, "authority_url": f"{simulator_url}/graph/login",
+                    "role_mapping": {"Syncplane Operators": "operator"}},
+        )
+
+    def counted_sync(self, system, label: str, **kwargs) -> tuple[float, object, QueryCounter]:
+        counter = QueryCounter()
+        started = time.perf_counter()
+        with connection.execute_wrapper(counter):
+            log = run_sync(start_sync(system, **kwargs).pk, progress=counter.page_done)
+        seconds = time.perf_counter() - started
+        if log.status != RunStatus.SUCCESS:
+            raise CommandError(f"{label}: sync ended {log.status}: {log.error_summary}")
+        self.say(f"  {label:<30} {seconds:8.2f} s  (read {log.records_read} in {log.pages} pages, created "
+                 f"{log.records_created}, updated {log.records_updated}, unchanged {log.records_unchanged}; "
+                 f"queries per page <= {max(counter.per_page)}, after the pages {counter.after_pages})")
+        return seconds, log, counter
+
+    def touch_users(self, simulator_url: str, count: int) -> None:
+        """`count` users, spread over the directory, get a new display name (through the control API)."""
+        with httpx.Client(base_url=f"{simulator_url}/graph/_control", timeout=60) as client:
+            users = client.get("/state").raise_for_status().json()["users"]
+            step = max(1, len(users) // count)
+            for number, user in enumerate(users[::step][:count]):
+                client.post("/users/update", json={"id": user["id"], "fields": {"displayName": f"Renamed {number}"}}) \
+                    .raise_for_status()
+
+    def run(self, big: str, small: str, memory_big: str, memory_small: str) -> dict:
+        n = self.records
+        self.say(f"Benchmark: Entra ID directory, N = {n:,} users ({n // 4:,} devices), page size "
+                 f"{GRAPH_PAGE_SIZE}, {connection.vendor}")
+        full_small, _, queries_small = self.counted_sync(self.integration(small), "full sync at N/10")
+        system = self.integration(big)
+        full, log, queries_big = self.counted_sync(system, "full sync at N")
+        records_small = n // 10
+        self.touch_users(big, n // 100)
+        incremental, _, _ = self.counted_sync(system, "incremental after 1% changed", mode="incremental")
+        peak_small = self.peak_memory(self.integration(memory_small), "peak memory at N/10")
+        peak_big = self.peak_memory(self.integration(memory_big), "peak memory at N")
+        per_page = {"N": max(queries_big.per_page), "N/10": max(queries_small.per_page)}
+        return {
+            "records": n,
+            "database": connection.vendor,
+            "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
+            f"{platform.system()} {platform.release()}",
+            "date": timezone.now().date().isoformat(),
+            "records_read": {"N": log.records_read},
+            "seconds": {
+                "full sync N/10": round(full_small, 3),
+                "full sync N": round(full, 3),
+                "incremental 1%": round(incremental, 3),
+            },
+            "peak_memory_mib": {"N": round(peak_big, 1), "N/10": round(peak_small, 1)},
+            "queries": {
+                "per page max N": per_page["N"], "per page max N/10": per_page["N/10"],
+                "after the pages N": queries_big.after_pages, "after the pages N/10": queries_small.after_pages,
+            },
+            "ratios": {
+                "full per user N / N/10": round((full / n) / (full_small / records_small), 2),
+                "peak memory N / N/10": round(peak_big / peak_small, 2),
+                "incremental 1% / full": round(incremental / full, 3),
+                "queries per page N / N/10": round(per_page["N"] / per_page["N/10"], 2),
+            },
+        }
 
 
 def render(results: dict, targets: dict) -> str:
