@@ -134,7 +134,7 @@ def test_throttling_429_is_retried_after_retry_after(entra, graph):
     connector = connector_for(entra)
     log = sync(entra, connector=connector)
     assert log.status == RunStatus.SUCCESS, log.error_summary
-    assert graph.stats["faults"] == 1
+    assert graph.stats["faults_fired"] == 1
     assert connector.client.stats["retries"] == 1
     assert DirectoryGroup.objects.filter(external_system=entra).count() == 7
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
@@ -225,3 +226,57 @@ class PrefixDispatcher:
             return json_response(body)(environ, start_response)
         body = {"error": f"no simulator mounted at {path!r}", "simulators": sorted(self.mounts)}
         return json_response(body, status=404)(environ, start_response)
+
+
+class SimulatorApp:
+    """The request prologue every simulator shares, as a WSGI app.
+
+    `_control/...` requests go to `control(request, action)` and are counted apart from API requests; every
+    API request is counted, then meets the fault injector, and what survives goes to `serve(request)`. A
+    simulator answers an injected status in its vendor's shape (`fault_response`) and may spend a budget
+    before faults apply (`handle`, as Freshservice's credits do).
+    """
+
+    faults: FaultInjector
+    stats: Stats
+    hibernate_page = "<html><body>Service unavailable</body></html>"
+
+    def __call__(self, environ, start_response):
+        return self.dispatch(Request(environ))(environ, start_response)
+
+    def dispatch(self, request: Request) -> Response:
+        path = request.path
+        if path.startswith("/_control/"):
+            self.stats.incr("control_requests")
+            return self.control(request, path[len("/_control/"):].strip("/"))
+        self.stats.incr("requests")
+        return self.handle(request)
+
+    def handle(self, request: Request) -> Response:
+        return self.injected_fault(request) or self.serve(request)
+
+    def injected_fault(self, request: Request) -> Response | None:
+        """The response of a request-level fault planned for this request, or None to serve it (after a
+        "slow" fault's sleep)."""
+        fault = self.faults.take(request.path)
+        if fault is None:
+            return None
+        self.stats.incr("faults_fired")
+        if fault.delay:
+            time.sleep(fault.delay)
+        if fault.kind == "status":
+            return self.fault_response(fault)
+        if fault.kind == "hibernate":
+            return Response(self.hibernate_page, status=200, content_type="text/html;charset=UTF-8")
+        return None
+
+    def control(self, request: Request, action: str) -> Response:
+        raise NotImplementedError
+
+    def serve(self, request: Request) -> Response:
+        raise NotImplementedError
+
+    def fault_response(self, fault: Fault) -> Response:
+        return json_response({"error": f"simulated failure ({fault.status})"}, fault.status,
+                             headers={"Retry-After": str(fault.retry_after)} if fault.retry_after is not None
+                             else None)

@@ -34,7 +34,7 @@ from urllib.parse import quote, urlencode
 
 from werkzeug.wrappers import Request, Response
 
-from .base import FaultInjector, Stats, json_response, read_json
+from .base import FaultInjector, SimulatorApp, Stats, json_response, read_json
 from .devices import MAKES, PLACEHOLDER_SERIALS, SITES, device_hash, device_identity
 from .freshservice_itsm import FreshserviceChangesSimulator
 
@@ -98,7 +98,7 @@ def _ref_id(seed: int, kind: str, key: str, base: int) -> int:
     return base + int.from_bytes(digest.digest(), "big") % 1_000_000
 
 
-class FreshserviceSimulator:
+class FreshserviceSimulator(SimulatorApp):
     """A WSGI app; mount it under `/freshservice` (`SimulatorServer(extra_apps={"/freshservice": sim})`)."""
 
     def __init__(
@@ -444,23 +444,17 @@ class FreshserviceSimulator:
 
     # ------------------------------------------------------------------ HTTP
 
-    def __call__(self, environ, start_response):
-        request = Request(environ)
-        return self.dispatch(request)(environ, start_response)
+    hibernate_page = "<html><body>Maintenance</body></html>"
 
-    def dispatch(self, request: Request) -> Response:
-        path = request.path
-        if path.startswith("/_control/"):
-            self.stats.incr("control_requests")
-            return self._control(request, path[len("/_control/") :].strip("/"))
-        self.stats.incr("requests")
+    def handle(self, request: Request) -> Response:
+        # Credits are spent before anything else, failed calls included: the budget is the account's.
         credits = 3 if "type_fields" in request.args.get("include", "") else 1
         limited = self._spend(credits)
         if limited is not None:
             self.stats.incr("rate_limited")
             return self._with_limits(json_response(error_body("You have exceeded the limit of requests per minute"),
                                                    429, headers={"Retry-After": str(limited)}), credits)
-        return self._with_limits(self._serve(request, path), credits)
+        return self._with_limits(self.injected_fault(request) or self.serve(request), credits)
 
     def _spend(self, credits: int) -> int | None:
         """Take the call's credits from this minute's budget (failed calls count too); when it is spent,
@@ -482,18 +476,13 @@ class FreshserviceSimulator:
         response.headers["X-Ratelimit-Used-CurrentRequest"] = str(credits)
         return response
 
-    def _serve(self, request: Request, path: str) -> Response:
-        fault = self.faults.take(path)
-        if fault is not None:
-            self.stats.incr("faults_fired")
-            if fault.delay:
-                time.sleep(fault.delay)
-            if fault.kind == "status":
-                headers = {"Retry-After": str(fault.retry_after)} if fault.retry_after is not None else {}
-                reason = Response(status=fault.status).status.split(" ", 1)[-1]
-                return json_response(error_body(reason), fault.status, headers=headers)
-            if fault.kind == "hibernate":
-                return Response("<html><body>Maintenance</body></html>", 200, content_type="text/html")
+    def fault_response(self, fault) -> Response:
+        headers = {"Retry-After": str(fault.retry_after)} if fault.retry_after is not None else {}
+        reason = Response(status=fault.status).status.split(" ", 1)[-1]
+        return json_response(error_body(reason), fault.status, headers=headers)
+
+    def serve(self, request: Request) -> Response:
+        path = request.path
         if not self._authenticated(request):
             self.stats.incr("auth_failures")
             # UNCONFIRMED body; the Freshworks products answer 401 with {"code", "message"}.
@@ -662,7 +651,7 @@ class FreshserviceSimulator:
 
     # ------------------------------------------------------------------ control endpoints (tests, demo)
 
-    def _control(self, request: Request, action: str) -> Response:
+    def control(self, request: Request, action: str) -> Response:
         handled = self.itsm.control(request, action)
         if handled is not None:
             return handled

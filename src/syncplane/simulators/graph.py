@@ -37,7 +37,7 @@ from urllib.parse import quote
 
 from werkzeug.wrappers import Request, Response
 
-from .base import FaultInjector, Stats, json_response, read_json
+from .base import FaultInjector, SimulatorApp, Stats, json_response, read_json
 
 DEFAULT_TENANT = "8f3c1a52-2b7e-4d0a-9c61-5e4f7a9b0c11"
 DEFAULT_DOMAIN = "contoso.example"
@@ -101,7 +101,7 @@ def oauth_error(error: str, code: int, description: str, status: int) -> Respons
                           "trace_id": str(uuid.uuid4()), "correlation_id": str(uuid.uuid4())}, status)
 
 
-class GraphSimulator:
+class GraphSimulator(SimulatorApp):
     def __init__(self, users: int = 120, devices: int = 40, seed: int = 42, *, page_size: int = 50,
                  member_slice: int = 20, token_lifetime: int = 3599, tenant: str = DEFAULT_TENANT,
                  domain: str = DEFAULT_DOMAIN, client_id: str = DEFAULT_CLIENT_ID,
@@ -285,22 +285,13 @@ class GraphSimulator:
 
     # ------------------------------------------------------------------ HTTP
 
-    def __call__(self, environ, start_response):
-        return self.dispatch(Request(environ))(environ, start_response)
+    def fault_response(self, fault) -> Response:
+        headers = {"Retry-After": str(fault.retry_after)} if fault.retry_after is not None else None
+        code = "TooManyRequests" if fault.status == 429 else "ServiceUnavailable"
+        return graph_error(code, "Simulated fault.", fault.status, headers)
 
-    def dispatch(self, request: Request) -> Response:
+    def serve(self, request: Request) -> Response:
         path = request.path
-        if path.startswith("/_control/"):
-            return self._control(request, path[len("/_control/"):].strip("/"))
-        fault = self.faults.take(path)
-        if fault is not None:
-            if fault.kind == "slow":
-                time.sleep(fault.delay)
-            elif fault.kind == "status":
-                self.stats.incr("faults")
-                headers = {"Retry-After": str(fault.retry_after)} if fault.retry_after is not None else None
-                code = "TooManyRequests" if fault.status == 429 else "ServiceUnavailable"
-                return graph_error(code, "Simulated fault.", fault.status, headers)
         if path.startswith("/login/"):
             return self._login(request, path[len("/login/"):])
         if path.startswith("/v1.0/"):
@@ -492,8 +483,7 @@ class GraphSimulator:
 
     # ------------------------------------------------------------------ control endpoints
 
-    def _control(self, request: Request, action: str) -> Response:
-        self.stats.incr("control_requests")
+    def control(self, request: Request, action: str) -> Response:
         try:
             spec = read_json(request) if request.method in ("POST", "PUT", "DELETE") else {}
             if action == "faults":

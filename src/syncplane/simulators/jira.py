@@ -35,7 +35,7 @@ from datetime import datetime
 
 from werkzeug.wrappers import Request, Response
 
-from .base import FaultInjector, Stats, json_response, read_json
+from .base import FaultInjector, SimulatorApp, Stats, json_response, read_json
 from .devices import MAKES, PLACEHOLDER_SERIALS, device_hash, device_identity
 from .jira_service_management import JiraServiceManagementSimulator
 
@@ -329,7 +329,7 @@ class ObjectView:
 # ---------------------------------------------------------------------------------------------- simulator
 
 
-class JiraAssetsSimulator:
+class JiraAssetsSimulator(SimulatorApp):
     """A WSGI app; mount it under `/jira` (SimulatorServer(extra_apps={"/jira": JiraAssetsSimulator()}))."""
 
     def __init__(
@@ -705,28 +705,13 @@ class JiraAssetsSimulator:
 
     # ------------------------------------------------------------------ HTTP
 
-    def __call__(self, environ, start_response):
-        request = Request(environ)
-        return self.dispatch(request)(environ, start_response)
+    def control(self, request: Request, action: str) -> Response:
+        if self.service_management.controls(action):
+            return self.service_management.control(request, action)
+        return self._control(request, action)
 
-    def dispatch(self, request: Request) -> Response:
+    def serve(self, request: Request) -> Response:
         path = request.path
-        if path.startswith("/_control/"):
-            self.stats.incr("control_requests")
-            action = path[len("/_control/"):].strip("/")
-            if self.service_management.controls(action):
-                return self.service_management.control(request, action)
-            return self._control(request, action)
-        self.stats.incr("requests")
-        fault = self.faults.take(path)
-        if fault is not None:
-            self.stats.incr("faults_fired")
-            if fault.delay:
-                time.sleep(fault.delay)
-            if fault.kind == "status":
-                return self._fault_response(fault)
-            if fault.kind == "hibernate":
-                return Response("<html><body>Service unavailable</body></html>", content_type="text/html")
         site = request.host_url.rstrip("/") + request.script_root
         if self.service_management.serves(path):
             return self.service_management.dispatch(request, site)
@@ -769,7 +754,7 @@ class JiraAssetsSimulator:
             return hmac.compare_digest(credentials.strip().encode(), self.pat.encode())
         return False
 
-    def _fault_response(self, fault) -> Response:
+    def fault_response(self, fault) -> Response:
         headers = {}
         if fault.retry_after is not None:
             headers["Retry-After"] = str(fault.retry_after)

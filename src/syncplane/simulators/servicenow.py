@@ -34,7 +34,7 @@ from zoneinfo import ZoneInfo
 
 from werkzeug.wrappers import Request, Response
 
-from .base import JSON_UTF8, FaultInjector, Stats, json_response, read_json
+from .base import JSON_UTF8, FaultInjector, SimulatorApp, Stats, json_response, read_json
 from .devices import MAKES, PLACEHOLDER_SERIALS, SITES, device_hash, device_identity, mix32, unmix32
 
 DEFAULT_USERNAME = "syncplane.integration"
@@ -449,7 +449,7 @@ class Token:
     expires_at: float
 
 
-class ServiceNowSimulator:
+class ServiceNowSimulator(SimulatorApp):
     """A WSGI app; mount it under a prefix (`/servicenow`) with `PrefixDispatcher`."""
 
     def __init__(
@@ -942,28 +942,15 @@ class ServiceNowSimulator:
 
     # ------------------------------------------------------------------ HTTP
 
-    def __call__(self, environ, start_response):
-        request = Request(environ)
-        return self.dispatch(request)(environ, start_response)
+    hibernate_page = _HIBERNATING_PAGE
 
-    def dispatch(self, request: Request) -> Response:
+    def control(self, request: Request, action: str) -> Response:
+        if self.itsm.serves_control(action):
+            return self.itsm.control(request, action)
+        return self._control(request, action)
+
+    def serve(self, request: Request) -> Response:
         path = request.path
-        if path.startswith("/_control/"):
-            self.stats.incr("control_requests")
-            action = path[len("/_control/") :].strip("/")
-            if self.itsm.serves_control(action):
-                return self.itsm.control(request, action)
-            return self._control(request, action)
-        self.stats.incr("requests")
-        fault = self.faults.take(path)
-        if fault is not None:
-            self.stats.incr("faults_fired")
-            if fault.delay:
-                time.sleep(fault.delay)
-            if fault.kind == "status":
-                return self._fault_response(fault)
-            if fault.kind == "hibernate":
-                return Response(_HIBERNATING_PAGE, status=200, content_type="text/html;charset=UTF-8")
         if path == "/oauth_token.do":
             return self._token(request)
         route = re.fullmatch(r"/api/now/(?:(v[12])/)?table/([^/]+)(?:/([^/]+))?/?", path)
@@ -992,7 +979,7 @@ class ServiceNowSimulator:
             return self._get_one(request, table, sys_id)
         return self._list(request, version, table)
 
-    def _fault_response(self, fault) -> Response:
+    def fault_response(self, fault) -> Response:
         headers = {}
         if fault.retry_after is not None:
             headers["Retry-After"] = str(fault.retry_after)

@@ -11,13 +11,12 @@ from __future__ import annotations
 import hmac
 import re
 import threading
-import time
 import uuid
 from datetime import UTC, datetime
 
 from werkzeug.wrappers import Request, Response
 
-from .base import FaultInjector, Stats, json_response, read_json
+from .base import FaultInjector, SimulatorApp, Stats, json_response, read_json
 
 DEFAULT_TOKEN = "root-token-for-tests"
 
@@ -28,7 +27,7 @@ def _now() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-class VaultSimulator:
+class VaultSimulator(SimulatorApp):
     """A WSGI app; mount it under a prefix (`/vault`): hvac's `url` is then `http://host:port/vault`."""
 
     def __init__(self, token: str = DEFAULT_TOKEN):
@@ -74,20 +73,11 @@ class VaultSimulator:
 
     # ------------------------------------------------------------------ HTTP
 
-    def __call__(self, environ, start_response):
-        return self.dispatch(Request(environ))(environ, start_response)
+    def fault_response(self, fault) -> Response:
+        return json_response({"errors": [f"simulated failure ({fault.status})"]}, fault.status)
 
-    def dispatch(self, request: Request) -> Response:
+    def serve(self, request: Request) -> Response:
         path = request.path
-        if path.startswith("/_control/"):
-            return self._control(request, path[len("/_control/") :].strip("/"))
-        self.stats.incr("requests")
-        fault = self.faults.take(path)
-        if fault is not None:
-            if fault.delay:
-                time.sleep(fault.delay)
-            if fault.kind == "status":
-                return json_response({"errors": [f"simulated failure ({fault.status})"]}, fault.status)
         if path == "/v1/sys/health":
             return json_response({"initialized": True, "sealed": False, "standby": False, "version": "1.15.6"})
         if not self._authorised(request):
@@ -161,7 +151,7 @@ class VaultSimulator:
             }
         )
 
-    def _control(self, request: Request, action: str) -> Response:
+    def control(self, request: Request, action: str) -> Response:
         try:
             spec = read_json(request) if request.method in ("POST", "PUT") else {}
             if action == "secrets" and request.method == "POST":
