@@ -271,7 +271,54 @@ class SimulatorApp:
         return None
 
     def control(self, request: Request, action: str) -> Response:
+        """The control endpoints every data simulator has (faults, state, reset); its own come from
+        `control_action`, which answers None for an action it does not know."""
+        try:
+            spec = read_json(request) if request.method in ("POST", "PUT") else {}
+            if action == "faults":
+                return self.faults.control(request.method, spec)
+            if request.method == "GET" and action == "state":
+                return json_response(self.state())
+            if request.method != "POST":
+                return json_response({"error": f"{request.method} not allowed on {action}"}, 405)
+            if action == "reset":
+                self.reset()
+                return json_response(self.state())
+            answer = self.control_action(action, spec)
+        except (ValueError, TypeError, KeyError, json.JSONDecodeError) as exc:
+            return json_response({"error": str(exc)}, 400)
+        if answer is None:
+            return json_response({"error": f"unknown control action {action!r}"}, 404)
+        return answer
+
+    def control_action(self, action: str, spec: dict) -> Response | None:
+        return None
+
+    def state(self) -> dict:
         raise NotImplementedError
+
+    def reset(self) -> None:
+        raise NotImplementedError
+
+    # The defects a "malformed" fault gives records, in the order "mixed" cycles through them.
+    malformations: tuple[str, ...] = ()
+
+    def malformed_for(self, request: Request, indices) -> dict[int, str]:
+        """Record index -> malformation, for the malformed faults that hit this response's records."""
+        broken: dict[int, str] = {}
+        wanted = set(indices)
+        for fault in self.faults.malformed(request.path):
+            hit = False
+            for position, i in enumerate(fault.indices or (0,)):
+                if i in wanted:
+                    # "mixed" cycles through the defects in the order the indices were given.
+                    broken[i] = (self.malformations[position % len(self.malformations)]
+                                 if fault.malformation == "mixed" else fault.malformation)
+                    hit = True
+            if hit:
+                self.faults.consume(fault)
+                self.stats.incr("faults_fired")
+        return broken
 
     def serve(self, request: Request) -> Response:
         raise NotImplementedError

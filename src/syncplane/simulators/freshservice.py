@@ -23,7 +23,6 @@ import bisect
 import calendar
 import hashlib
 import hmac
-import json
 import math
 import random
 import re
@@ -34,7 +33,7 @@ from urllib.parse import quote, urlencode
 
 from werkzeug.wrappers import Request, Response
 
-from .base import FaultInjector, SimulatorApp, Stats, json_response, read_json
+from .base import FaultInjector, SimulatorApp, Stats, json_response
 from .devices import MAKES, PLACEHOLDER_SERIALS, SITES, device_hash, device_identity
 from .freshservice_itsm import FreshserviceChangesSimulator
 
@@ -100,6 +99,8 @@ def _ref_id(seed: int, kind: str, key: str, base: int) -> int:
 
 class FreshserviceSimulator(SimulatorApp):
     """A WSGI app; mount it under `/freshservice` (`SimulatorServer(extra_apps={"/freshservice": sim})`)."""
+
+    malformations = MALFORMATIONS
 
     def __init__(
         self,
@@ -557,7 +558,7 @@ class FreshserviceSimulator(SimulatorApp):
 
     def _body(self, request: Request, indices: list[int], key: str = "assets") -> Response:
         include = "type_fields" in request.args.get("include", "").split(",")
-        broken = self._malformed_for(request, indices)
+        broken = self.malformed_for(request, indices)
         with self._lock:
             rows = [self._generate(i, self._versions.get(i, 0), self._updated.get(i)) for i in indices]
         for i, raw in zip(indices, rows, strict=True):
@@ -566,20 +567,6 @@ class FreshserviceSimulator(SimulatorApp):
             if i in broken:
                 self._break(raw, broken[i])
         return json_response({key: rows[0]} if key == "asset" else {key: rows})
-
-    def _malformed_for(self, request: Request, indices: list[int]) -> dict[int, str]:
-        broken: dict[int, str] = {}
-        wanted = set(indices)
-        for fault in self.faults.malformed(request.path):
-            hit = False
-            for position, i in enumerate(fault.indices or (0,)):
-                if i in wanted:
-                    broken[i] = MALFORMATIONS[position % 3] if fault.malformation == "mixed" else fault.malformation
-                    hit = True
-            if hit:
-                self.faults.consume(fault)
-                self.stats.incr("faults_fired")
-        return broken
 
     def _one_asset(self, request: Request, display_id: int) -> Response:
         i = self.index_for_display_id(display_id)
@@ -655,27 +642,17 @@ class FreshserviceSimulator(SimulatorApp):
         handled = self.itsm.control(request, action)
         if handled is not None:
             return handled
-        try:
-            spec = read_json(request) if request.method in ("POST", "PUT") else {}
-            if action == "faults":
-                return self.faults.control(request.method, spec)
-            if request.method == "GET" and action == "state":
-                return json_response(self.state())
-            if request.method != "POST":
-                return json_response({"error": f"{request.method} not allowed on {action}"}, 405)
-            if action in ("touch", "delete"):
-                method = self.touch if action == "touch" else self.delete
-                return json_response({"display_ids": method(count=spec.get("count"), indices=spec.get("indices"))})
-            if action == "add":
-                return json_response({"display_ids": self.add(int(spec.get("count", 1)))})
-            if action == "reset":
-                self.reset()
-                return json_response(self.state())
-            if action == "config":
-                for key in ("api_key", "rate_limit_per_minute", "rate_limit_window"):
-                    if key in spec:
-                        setattr(self, key, spec[key])
-                return json_response(self.state()["rate_limit"])
-        except (ValueError, TypeError, KeyError, json.JSONDecodeError) as exc:
-            return json_response({"error": str(exc)}, 400)
-        return json_response({"error": f"unknown control action {action!r}"}, 404)
+        return super().control(request, action)
+
+    def control_action(self, action: str, spec: dict) -> Response | None:
+        if action in ("touch", "delete"):
+            method = self.touch if action == "touch" else self.delete
+            return json_response({"display_ids": method(count=spec.get("count"), indices=spec.get("indices"))})
+        if action == "add":
+            return json_response({"display_ids": self.add(int(spec.get("count", 1)))})
+        if action == "config":
+            for key in ("api_key", "rate_limit_per_minute", "rate_limit_window"):
+                if key in spec:
+                    setattr(self, key, spec[key])
+            return json_response(self.state()["rate_limit"])
+        return None

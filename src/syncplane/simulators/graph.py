@@ -37,7 +37,7 @@ from urllib.parse import quote
 
 from werkzeug.wrappers import Request, Response
 
-from .base import FaultInjector, SimulatorApp, Stats, json_response, read_json
+from .base import FaultInjector, SimulatorApp, Stats, json_response
 
 DEFAULT_TENANT = "8f3c1a52-2b7e-4d0a-9c61-5e4f7a9b0c11"
 DEFAULT_DOMAIN = "contoso.example"
@@ -483,41 +483,29 @@ class GraphSimulator(SimulatorApp):
 
     # ------------------------------------------------------------------ control endpoints
 
-    def control(self, request: Request, action: str) -> Response:
-        try:
-            spec = read_json(request) if request.method in ("POST", "PUT", "DELETE") else {}
-            if action == "faults":
-                return self.faults.control(request.method, spec)
-            if request.method == "GET" and action == "state":
-                return json_response(self.state())
-            if request.method != "POST":
-                return json_response({"error": f"{request.method} not allowed on {action}"}, 405)
-            if action == "users/add":
-                return json_response({"ids": self.add_users(int(spec.get("count", 1)))})
-            if action in ("users/disable", "users/enable"):
-                self.disable_user(spec["id"], enabled=action == "users/enable")
-            elif action == "users/update":
-                self.update_user(spec["id"], **spec.get("fields", {}))
-            elif action == "users/remove":
-                self.remove_user(spec["id"])
-            elif action == "groups/members/add":
-                self.add_member(spec["group"], spec["member"])
-            elif action == "groups/members/remove":
-                self.remove_member(spec["group"], spec["member"])
-            elif action == "groups/remove":
-                self.remove_group(spec["group"])
-            elif action == "devices/remove":
-                self.remove_device(spec["id"])
-            elif action == "expire-tokens":
-                self.expire_tokens()
-            elif action == "reset":
-                self.reset()
-            elif action == "config":
-                for key in ("page_size", "member_slice", "token_lifetime", "client_secret"):
-                    if key in spec:
-                        setattr(self, key, spec[key])
-            else:
-                return json_response({"error": f"unknown control action {action!r}"}, 404)
-            return json_response({"ok": True, "seq": self.seq})
-        except (ValueError, TypeError, KeyError, json.JSONDecodeError) as exc:
-            return json_response({"error": str(exc)}, 400)
+    def control_action(self, action: str, spec: dict) -> Response | None:
+        if action == "users/add":
+            return json_response({"ids": self.add_users(int(spec.get("count", 1)))})
+        if action in ("users/disable", "users/enable"):
+            self.disable_user(spec["id"], enabled=action == "users/enable")
+        elif action == "users/update":
+            self.update_user(spec["id"], **spec.get("fields", {}))
+        elif action == "users/remove":
+            self.remove_user(spec["id"])
+        elif action == "groups/members/add":
+            self.add_member(spec["group"], spec["member"])
+        elif action == "groups/members/remove":
+            self.remove_member(spec["group"], spec["member"])
+        elif action == "groups/remove":
+            self.remove_group(spec["group"])
+        elif action == "devices/remove":
+            self.remove_device(spec["id"])
+        elif action == "expire-tokens":
+            self.expire_tokens()
+        elif action == "config":
+            for key in ("page_size", "member_slice", "token_lifetime", "client_secret"):
+                if key in spec:
+                    setattr(self, key, spec[key])
+        else:
+            return None
+        return json_response({"ok": True, "seq": self.seq})

@@ -24,7 +24,6 @@ import base64
 import calendar
 import hashlib
 import hmac
-import json
 import random
 import re
 import threading
@@ -331,6 +330,8 @@ class ObjectView:
 
 class JiraAssetsSimulator(SimulatorApp):
     """A WSGI app; mount it under `/jira` (SimulatorServer(extra_apps={"/jira": JiraAssetsSimulator()}))."""
+
+    malformations = MALFORMATIONS
 
     def __init__(
         self,
@@ -708,7 +709,7 @@ class JiraAssetsSimulator(SimulatorApp):
     def control(self, request: Request, action: str) -> Response:
         if self.service_management.controls(action):
             return self.service_management.control(request, action)
-        return self._control(request, action)
+        return super().control(request, action)
 
     def serve(self, request: Request) -> Response:
         path = request.path
@@ -776,22 +777,8 @@ class JiraAssetsSimulator(SimulatorApp):
                               "isLastPage": True, "_links": {"base": f"{site}/rest/servicedeskapi", "context": ""},
                               "values": values[start:start + limit]})
 
-    def _malformed_for(self, request: Request, indices: list[int]) -> dict[int, str]:
-        broken: dict[int, str] = {}
-        wanted = set(indices)
-        for fault in self.faults.malformed(request.path):
-            hit = False
-            for position, i in enumerate(fault.indices or (0,)):
-                if i in wanted:
-                    broken[i] = MALFORMATIONS[position % 3] if fault.malformation == "mixed" else fault.malformation
-                    hit = True
-            if hit:
-                self.faults.consume(fault)
-                self.stats.incr("faults_fired")
-        return broken
-
     def _objects(self, request: Request, page: list[int], site: str, data_center: bool) -> list[dict]:
-        broken = self._malformed_for(request, page)
+        broken = self.malformed_for(request, page)
         return [self.build_object(i, site, data_center=data_center, malformation=broken.get(i)) for i in page]
 
     def _page_type_attributes(self, page: list[int], data_center: bool) -> list[dict]:
@@ -915,29 +902,16 @@ class JiraAssetsSimulator(SimulatorApp):
 
     # ------------------------------------------------------------------ control endpoints (tests, demo)
 
-    def _control(self, request: Request, action: str) -> Response:
-        try:
-            spec = read_json(request) if request.method in ("POST", "PUT") else {}
-            if action == "faults":
-                return self.faults.control(request.method, spec)
-            if request.method == "GET" and action == "state":
-                return json_response(self.state())
-            if request.method != "POST":
-                return json_response({"error": f"{request.method} not allowed on {action}"}, 405)
-            if action in ("touch", "delete"):
-                method = self.touch if action == "touch" else self.delete
-                return json_response({"object_ids": method(count=spec.get("count"), indices=spec.get("indices"))})
-            if action == "reset":
-                self.reset()
-                return json_response(self.state())
-            if action == "config":
-                for key in ("assets_enabled", "permitted", "type_attributes_in_search", "max_page_size"):
-                    if key in spec:
-                        setattr(self, key, spec[key])
-                return json_response(self.state())
-        except (ValueError, TypeError, KeyError, json.JSONDecodeError) as exc:
-            return json_response({"error": str(exc)}, 400)
-        return json_response({"error": f"unknown control action {action!r}"}, 404)
+    def control_action(self, action: str, spec: dict) -> Response | None:
+        if action in ("touch", "delete"):
+            method = self.touch if action == "touch" else self.delete
+            return json_response({"object_ids": method(count=spec.get("count"), indices=spec.get("indices"))})
+        if action == "config":
+            for key in ("assets_enabled", "permitted", "type_attributes_in_search", "max_page_size"):
+                if key in spec:
+                    setattr(self, key, spec[key])
+            return json_response(self.state())
+        return None
 
 
 def _int(value: str | None, default: int) -> int:

@@ -34,7 +34,7 @@ from zoneinfo import ZoneInfo
 
 from werkzeug.wrappers import Request, Response
 
-from .base import JSON_UTF8, FaultInjector, SimulatorApp, Stats, json_response, read_json
+from .base import JSON_UTF8, FaultInjector, SimulatorApp, Stats, json_response
 from .devices import MAKES, PLACEHOLDER_SERIALS, SITES, device_hash, device_identity, mix32, unmix32
 
 DEFAULT_USERNAME = "syncplane.integration"
@@ -451,6 +451,8 @@ class Token:
 
 class ServiceNowSimulator(SimulatorApp):
     """A WSGI app; mount it under a prefix (`/servicenow`) with `PrefixDispatcher`."""
+
+    malformations = MALFORMATIONS
 
     def __init__(
         self,
@@ -947,7 +949,7 @@ class ServiceNowSimulator(SimulatorApp):
     def control(self, request: Request, action: str) -> Response:
         if self.itsm.serves_control(action):
             return self.itsm.control(request, action)
-        return self._control(request, action)
+        return super().control(request, action)
 
     def serve(self, request: Request) -> Response:
         path = request.path
@@ -1111,26 +1113,9 @@ class ServiceNowSimulator(SimulatorApp):
             request.host_url.rstrip("/") + request.script_root,
         )
 
-    def _malformed_for(self, request: Request, indices) -> dict[int, str]:
-        """Record index -> malformation, for the malformed faults that hit this response."""
-        broken: dict[int, str] = {}
-        wanted = set(indices)
-        for fault in self.faults.malformed(request.path):
-            hit = False
-            for position, i in enumerate(fault.indices or (0,)):
-                if i in wanted:
-                    # "mixed" cycles through the defects in the order the indices were given.
-                    broken[i] = MALFORMATIONS[position % 3] if fault.malformation == "mixed" else fault.malformation
-                    hit = True
-            if not hit:
-                continue
-            self.faults.consume(fault)
-            self.stats.incr("faults_fired")
-        return broken
-
     def _body(self, request: Request, page, params, single: bool = False) -> Response:
         """The JSON response for the page's records ((index, version, overlay time) triples)."""
-        broken = self._malformed_for(request, [i for i, _, _ in page])
+        broken = self.malformed_for(request, [i for i, _, _ in page])
         encoder = RecordEncoder(self.display_value, *params)
         shape = (tuple(params[0]), *params[1:])
         rows = []
@@ -1213,49 +1198,36 @@ class ServiceNowSimulator(SimulatorApp):
 
     # ------------------------------------------------------------------ control endpoints (tests, demo)
 
-    def _control(self, request: Request, action: str) -> Response:
-        try:
-            spec = read_json(request) if request.method in ("POST", "PUT") else {}
-            if action == "faults":
-                return self.faults.control(request.method, spec)
-            if request.method == "GET" and action == "state":
-                return json_response(self.state())
-            if request.method != "POST":
-                return json_response({"error": f"{request.method} not allowed on {action}"}, 405)
-            if action in ("touch", "delete"):
-                method = self.touch if action == "touch" else self.delete
-                return json_response({"sys_ids": method(count=spec.get("count"), indices=spec.get("indices"))})
-            if action == "add":
-                return json_response({"sys_ids": self.add(int(spec.get("count", 1)))})
-            if action == "reset":
-                self.reset()
-                return json_response(self.state())
-            if action == "hidden":
-                self.set_hidden(every=spec.get("every"), indices=spec.get("indices", ()))
-                return json_response(self.state()["hidden"])
-            if action == "expire_tokens":
-                self.expire_all_tokens(bool(spec.get("include_refresh_tokens", False)))
-                return json_response({"expired": True})
-            if action == "config":
-                for key in (
-                    "username",
-                    "password",
-                    "client_id",
-                    "client_secret",
-                    "token_lifetime",
-                    "client_credentials_enabled",
-                ):
-                    if key in spec:
-                        setattr(self, key, spec[key])
-                return json_response(
-                    {
-                        "client_credentials_enabled": self.client_credentials_enabled,
-                        "token_lifetime": self.token_lifetime,
-                    }
-                )
-        except (ValueError, TypeError, json.JSONDecodeError) as exc:
-            return json_response({"error": str(exc)}, 400)
-        return json_response({"error": f"unknown control action {action!r}"}, 404)
+    def control_action(self, action: str, spec: dict) -> Response | None:
+        if action in ("touch", "delete"):
+            method = self.touch if action == "touch" else self.delete
+            return json_response({"sys_ids": method(count=spec.get("count"), indices=spec.get("indices"))})
+        if action == "add":
+            return json_response({"sys_ids": self.add(int(spec.get("count", 1)))})
+        if action == "hidden":
+            self.set_hidden(every=spec.get("every"), indices=spec.get("indices", ()))
+            return json_response(self.state()["hidden"])
+        if action == "expire_tokens":
+            self.expire_all_tokens(bool(spec.get("include_refresh_tokens", False)))
+            return json_response({"expired": True})
+        if action == "config":
+            for key in (
+                "username",
+                "password",
+                "client_id",
+                "client_secret",
+                "token_lifetime",
+                "client_credentials_enabled",
+            ):
+                if key in spec:
+                    setattr(self, key, spec[key])
+            return json_response(
+                {
+                    "client_credentials_enabled": self.client_credentials_enabled,
+                    "token_lifetime": self.token_lifetime,
+                }
+            )
+        return None
 
 
 def _int(value: str | None, default: int) -> int:
