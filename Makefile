@@ -24,7 +24,7 @@ test: venv
 	$(BIN)/pytest
 
 bench: venv
-	$(BIN)/syncplane bench servicenow --records $(BENCH_RECORDS) --json var/bench-servicenow.json
+	SYNCPLANE_DEVTOOLS=1 $(BIN)/syncplane bench servicenow --records $(BENCH_RECORDS) --json var/bench-servicenow.json
 
 lint: venv
 	$(BIN)/ruff check .

@@ -10,6 +10,9 @@ from syncplane.integrations.choices import AuthType, SystemType
 from syncplane.integrations.models import ExternalSystem
 from syncplane.integrations.secrets import to_reference
 
+# The Active Directory fixtures (a real slapd) serve the connector tests and the directory sign-in tests.
+pytest_plugins = ["tests.integrations.connectors.active_directory.fixtures"]
+
 
 def require_service(name: str, available: bool, why: str = "") -> None:
     """Skip a test whose real server is missing, unless the run says services are required (CI)."""
@@ -23,7 +26,7 @@ def require_service(name: str, available: bool, why: str = "") -> None:
 
 @pytest.fixture
 def simulator():
-    from syncplane.simulators.server import SimulatorServer
+    from syncplane_simulators.server import SimulatorServer
 
     with SimulatorServer(records=250, seed=7) as server:
         yield server

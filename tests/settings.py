@@ -5,6 +5,7 @@ import os
 os.environ.setdefault("SECRET_KEY", "tests-only-secret-key-0123456789-abcdefghijklmnop")
 os.environ.setdefault("SYNCPLANE_ALLOW_INSECURE_OUTBOUND", "1")
 os.environ.setdefault("SYNCPLANE_LOG_FORMAT", "console")
+os.environ.setdefault("SYNCPLANE_DEVTOOLS", "1")
 
 from syncplane.settings import *  # noqa: E402,F403
 

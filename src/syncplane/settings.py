@@ -91,8 +91,11 @@ INSTALLED_APPS = [
     "syncplane.inventory",
     "syncplane.directory",
     "syncplane.changes",
-    "syncplane.simulators",
 ]
+# demo, bench and simulate: developer tools, with the simulators they drive; never part of a production install.
+SYNCPLANE_DEVTOOLS = env_bool("SYNCPLANE_DEVTOOLS", SYNCPLANE_DEMO)
+if SYNCPLANE_DEVTOOLS:
+    INSTALLED_APPS.append("syncplane.devtools")
 
 MIDDLEWARE = [
     "syncplane.core.middleware.CorrelationIdMiddleware",

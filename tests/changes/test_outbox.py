@@ -154,7 +154,7 @@ def test_a_worker_killed_mid_delivery_holds_the_message_until_its_lease_expires(
     services.submit(change, external_system=fake_system)
     message = OutboxMessage.objects.get()
     assert outbox._claim(message.pk) is not None  # the worker took the message ...
-    from syncplane.integrations.engine import build_connector
+    from syncplane.integrations.registry import build_connector
 
     build_connector(fake_system).create_change(outbox.draft_of(change))  # ... the tool created it; the worker died
     make_due(message)

@@ -12,8 +12,9 @@ from syncplane.changes.choices import ChangeState
 from syncplane.changes.models import ApprovalRecord, ChangeEvent
 from syncplane.changes.outbox import draft_of
 from syncplane.integrations.choices import SyncMode
-from syncplane.integrations.engine import build_connector, run_sync, start_sync
+from syncplane.integrations.engine import run_sync, start_sync
 from syncplane.integrations.models import ExternalSystem
+from syncplane.integrations.registry import build_connector
 from syncplane.integrations.secrets import resolve_secret
 from syncplane.integrations.tasks import scheduled_mode
 

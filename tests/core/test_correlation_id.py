@@ -19,7 +19,7 @@ from syncplane.integrations.engine import start_sync
 from syncplane.integrations.models import ExternalSystem, IntegrationSyncLog
 from syncplane.integrations.secrets import to_reference
 from syncplane.integrations.tasks import run_integration_sync
-from syncplane.simulators.server import SimulatorServer
+from syncplane_simulators.server import SimulatorServer
 
 FRESH = re.compile(r"^[0-9a-f]{32}$")
 

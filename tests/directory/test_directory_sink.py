@@ -12,8 +12,8 @@ from syncplane.integrations.base import Connector, MappedRecord, Page
 from syncplane.integrations.choices import SyncMode
 from syncplane.integrations.engine import run_sync, start_sync
 from syncplane.integrations.models import ExternalSystem
+from syncplane.integrations.sinks import sink_for
 from syncplane.inventory.models import AssetSource
-from syncplane.inventory.sink import sink_for
 
 pytestmark = pytest.mark.django_db
 

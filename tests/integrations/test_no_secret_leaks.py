@@ -20,7 +20,7 @@ from django.core.management import CommandError, call_command
 from syncplane.integrations.choices import RunStatus
 from syncplane.integrations.http import HttpClient
 from syncplane.integrations.models import ExternalSystem, IntegrationSyncLog, SyncRecordOutcome
-from syncplane.simulators.server import SimulatorServer
+from syncplane_simulators.server import SimulatorServer
 
 pytestmark = pytest.mark.django_db
 
@@ -316,7 +316,7 @@ def test_a_failed_cli_sync_leaks_no_secret(api, vendor, everything_logged):
 def crash_with_the_password_in_the_message(api, vendor, django_capture_on_commit_callbacks):
     """An unexpected exception (not an IntegrationError) whose text holds the admin-typed password."""
     system, responses = create(api, vendor, "basic")
-    from syncplane.integrations.connectors import servicenow_cmdb
+    from syncplane.integrations.connectors.servicenow import cmdb as servicenow_cmdb
 
     with mock.patch.object(servicenow_cmdb.ServiceNowCMDBConnector, "fetch",
                            side_effect=RuntimeError(f"unexpected: {PASSWORD}")):

@@ -19,7 +19,7 @@ from syncplane.integrations.secrets import (
     to_reference,
     validate_reference,
 )
-from syncplane.simulators.server import SimulatorServer
+from syncplane_simulators.server import SimulatorServer
 
 VAULT_TOKEN = "hvs.test-vault-token"
 

@@ -23,10 +23,10 @@ from django.utils import timezone
 from syncplane.changes.choices import ChangeState
 from syncplane.changes.models import ChangeRequest, EventSource
 from syncplane.changes.services import apply_external_changes, record_event
-from syncplane.integrations.engine import build_connector
 from syncplane.integrations.errors import IntegrationError, TransientError
 from syncplane.integrations.itsm import ChangeDraft, ExternalChange, ItsmConnector
 from syncplane.integrations.models import OutboxKind, OutboxMessage, OutboxStatus
+from syncplane.integrations.registry import build_connector
 
 logger = logging.getLogger("syncplane.outbox")
 

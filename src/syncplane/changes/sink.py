@@ -18,7 +18,7 @@ from syncplane.integrations.base import MappedRecord
 from syncplane.integrations.choices import RecordAction
 from syncplane.integrations.errors import RecordError
 from syncplane.integrations.models import ExternalSystem
-from syncplane.inventory.sink import PlannedChange
+from syncplane.integrations.sinks import PlannedChange
 
 _STATES = frozenset(ChangeState.values)
 _DECISIONS = frozenset(Decision.values)

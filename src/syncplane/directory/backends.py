@@ -29,7 +29,7 @@ class ActiveDirectoryBackend(ModelBackend):
         if not username or not password:
             return None
         from syncplane.directory.models import DirectoryAccount
-        from syncplane.integrations.engine import build_connector
+        from syncplane.integrations.registry import build_connector
 
         accounts = (
             DirectoryAccount.objects.filter(

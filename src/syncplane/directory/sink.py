@@ -41,7 +41,8 @@ from syncplane.directory.models import DirectoryAccount, DirectoryGroup, Directo
 from syncplane.integrations.base import MappedRecord
 from syncplane.integrations.choices import RecordAction
 from syncplane.integrations.errors import RecordError
-from syncplane.inventory.sink import AssetSink, PagePlan, PlannedChange, fingerprint, validate_asset_record
+from syncplane.integrations.sinks import PlannedChange, fingerprint
+from syncplane.inventory.sink import AssetSink, PagePlan, validate_asset_record
 
 logger = logging.getLogger("syncplane.directory")
 

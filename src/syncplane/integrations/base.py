@@ -13,7 +13,7 @@ from typing import Any, ClassVar
 import httpx
 import jsonschema
 
-from syncplane.integrations.choices import AuthType
+from syncplane.integrations.choices import AuthType, Capability, RecordKind
 from syncplane.integrations.errors import ConfigurationError
 
 # Which credential fields each auth type needs; `secret` fields are stored only as secret references.
@@ -104,9 +104,11 @@ class Connector:
     system_type: ClassVar[str]
     category: ClassVar[str]
     display_name: ClassVar[str]
-    record_kind: ClassVar[str] = "asset"
+    record_kind: ClassVar[str] = RecordKind.ASSET
     auth_types: ClassVar[tuple[str, ...]] = (AuthType.BASIC,)
-    capabilities: ClassVar[frozenset[str]] = frozenset({"test_connection", "full", "dry_run"})
+    capabilities: ClassVar[frozenset[str]] = frozenset({
+        Capability.TEST_CONNECTION, Capability.FULL, Capability.DRY_RUN,
+    })
     config_schema: ClassVar[dict] = {"type": "object", "properties": {}, "additionalProperties": False}
     default_sync_interval_minutes: ClassVar[int] = 60  # a new integration's schedule, unless one is given
 

@@ -30,6 +30,26 @@ class Category(models.TextChoices):
     SECURITY = "security", "Security"
 
 
+class RecordKind(models.TextChoices):
+    """What a connector's records are, and so which domain app's sink the engine writes them to."""
+
+    ASSET = "asset", "Assets"
+    CHANGE = "change", "Change requests"
+    DIRECTORY = "directory", "Directory users and groups"
+
+
+class Capability(models.TextChoices):
+    """What a connector can do beyond fetching; the API and the engine ask `Connector.supports`."""
+
+    TEST_CONNECTION = "test_connection", "Test connection"
+    FULL = "full", "Full sync"
+    INCREMENTAL = "incremental", "Incremental sync"
+    DRY_RUN = "dry_run", "Dry run"
+    LOOKUP = "lookup", "Look records up by id"
+    CHANGE_REQUESTS = "change_requests", "Send change requests"
+    PASSWORD_SIGN_IN = "password_sign_in", "Check a user's password by binding as them"
+
+
 class AuthType(models.TextChoices):
     BASIC = "basic", "HTTP Basic"
     BEARER = "bearer", "Bearer / API token"

@@ -20,7 +20,7 @@ from django.utils import timezone
 from syncplane.core.bulk import Table
 from syncplane.core.context import reset_correlation_id, set_correlation_id
 from syncplane.integrations import field_mapping
-from syncplane.integrations.base import Connector, ConnectorContext, MappedRecord
+from syncplane.integrations.base import Connector, MappedRecord
 from syncplane.integrations.choices import (
     ErrorKind,
     RecordAction,
@@ -32,9 +32,9 @@ from syncplane.integrations.choices import (
 from syncplane.integrations.errors import IntegrationError, RecordError
 from syncplane.integrations.models import ExternalSystem, IntegrationSyncLog, SyncRecordOutcome, SyncState
 from syncplane.integrations.readahead import read_ahead
-from syncplane.integrations.registry import get_connector_class
-from syncplane.integrations.secrets import Redactor, resolve_secret
-from syncplane.inventory.sink import sink_for
+from syncplane.integrations.registry import build_connector
+from syncplane.integrations.secrets import Redactor
+from syncplane.integrations.sinks import PlannedChange, sink_for
 
 logger = logging.getLogger("syncplane.sync")
 
@@ -52,19 +52,6 @@ class SyncAlreadyRunning(Exception):
     def __init__(self, log: IntegrationSyncLog):
         super().__init__(f"a sync of {log.system_name} is already {log.status} (sync log {log.pk})")
         self.log = log
-
-
-def build_connector(system: ExternalSystem) -> Connector:
-    cls = get_connector_class(system.system_type)
-    context = ConnectorContext(
-        base_url=system.base_url,
-        auth_type=system.auth_type,
-        config=system.config,
-        credentials=system.credentials,
-        resolve_secret=resolve_secret,
-        name=system.name,
-    )
-    return cls(context)
 
 
 def map_with_overrides(connector: Connector, overrides: dict, raw) -> MappedRecord:
@@ -317,8 +304,6 @@ class SyncRun:
 
 
 def _deletion(external_id: str):
-    from syncplane.inventory.sink import PlannedChange
-
     return PlannedChange(external_id, RecordAction.DELETE, None)
 
 

@@ -15,6 +15,7 @@ from datetime import datetime
 from typing import ClassVar
 
 from syncplane.integrations.base import Connector, MappedRecord
+from syncplane.integrations.choices import Capability, RecordKind
 
 # risk_score 0-100 -> a band each connector turns into its own codes (runbook: "Risk score").
 RISK_BANDS = ((80, "very_high"), (60, "high"), (30, "moderate"), (0, "low"))
@@ -83,8 +84,10 @@ class ExternalChange:
 
 
 class ItsmConnector(Connector):
-    record_kind = "change"
-    capabilities = frozenset({"test_connection", "full", "incremental", "change_requests"})
+    record_kind = RecordKind.CHANGE
+    capabilities = frozenset({
+        Capability.TEST_CONNECTION, Capability.FULL, Capability.INCREMENTAL, Capability.CHANGE_REQUESTS,
+    })
     # Polling is how approvals come back where no webhook is set up: a CAB waits on it, so poll often (an
     # incremental poll of a quiet ITSM tool is one request).
     default_sync_interval_minutes = 5

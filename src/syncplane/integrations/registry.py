@@ -1,9 +1,19 @@
-"""system_type -> connector class. Connector modules register themselves when imported."""
+"""system_type -> connector class, and the connector of one integration.
+
+Connector modules register themselves when imported; `load_connectors` imports every module under
+`integrations/connectors/` (vendor packages included) when the app is ready.
+"""
+
+from __future__ import annotations
 
 import importlib
 import pkgutil
+from typing import TYPE_CHECKING
 
-from syncplane.integrations.base import Connector
+from syncplane.integrations.base import Connector, ConnectorContext
+
+if TYPE_CHECKING:
+    from syncplane.integrations.models import ExternalSystem
 
 _connectors: dict[str, type[Connector]] = {}
 
@@ -18,8 +28,8 @@ def register(cls: type[Connector]) -> type[Connector]:
 def load_connectors() -> None:
     from syncplane.integrations import connectors
 
-    for module in pkgutil.iter_modules(connectors.__path__):
-        importlib.import_module(f"{connectors.__name__}.{module.name}")
+    for module in pkgutil.walk_packages(connectors.__path__, prefix=f"{connectors.__name__}."):
+        importlib.import_module(module.name)
 
 
 def get_connector_class(system_type: str) -> type[Connector]:
@@ -31,3 +41,19 @@ def get_connector_class(system_type: str) -> type[Connector]:
 
 def registered_types() -> dict[str, type[Connector]]:
     return dict(sorted(_connectors.items()))
+
+
+def build_connector(system: ExternalSystem) -> Connector:
+    """The connector of one integration, given its settings and a way to resolve its secrets (never a model)."""
+    from syncplane.integrations.secrets import resolve_secret
+
+    cls = get_connector_class(system.system_type)
+    context = ConnectorContext(
+        base_url=system.base_url,
+        auth_type=system.auth_type,
+        config=system.config,
+        credentials=system.credentials,
+        resolve_secret=resolve_secret,
+        name=system.name,
+    )
+    return cls(context)

@@ -7,17 +7,16 @@ records are written with executemany. Never one query per record.
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass, field
 from datetime import datetime
 
-import orjson
 from django.db import connection
 
 from syncplane.core.bulk import Table, chunks
 from syncplane.integrations.base import MappedRecord
 from syncplane.integrations.choices import RecordAction
 from syncplane.integrations.errors import RecordError
+from syncplane.integrations.sinks import PlannedChange, fingerprint
 from syncplane.inventory.choices import AssetStatus, AssetType, ComplianceState
 from syncplane.inventory.models import CANONICAL_FIELDS, Asset, AssetSource
 from syncplane.inventory.reconcile import asset_values
@@ -53,18 +52,6 @@ def validate_asset_record(record: MappedRecord) -> None:
             raise RecordError(f"{name} {attributes[name]!r} is not one of {', '.join(sorted(allowed))}")
     if not record.external_id or len(record.external_id) > 255:
         raise RecordError("the record's external id is empty or longer than 255 characters")
-
-
-def fingerprint(attributes: dict) -> str:
-    """Equal exactly when the mapped attributes are equal."""
-    return hashlib.blake2b(orjson.dumps(attributes, option=orjson.OPT_SORT_KEYS), digest_size=16).hexdigest()
-
-
-@dataclass
-class PlannedChange:
-    external_id: str
-    action: str
-    changes: dict | None = None
 
 
 @dataclass
@@ -225,20 +212,3 @@ class AssetSink:
     def finish(self, *, complete_full_pass: bool, dry_run: bool, now: datetime,
                pass_started_at: datetime | None = None) -> None:
         """After the pass (the engine's hook): assets have nothing left to do."""
-
-
-def sink_for(record_kind: str, external_system_id: int) -> AssetSink:
-    if record_kind == "asset":
-        return AssetSink(external_system_id)
-    if record_kind == "change":
-        from syncplane.changes.sink import ChangeSink  # the changes app builds on this module
-
-        return ChangeSink(external_system_id)
-    if record_kind == "directory":
-        from syncplane.directory.sink import DirectorySink  # the directory app builds on this module
-
-        return DirectorySink(external_system_id)
-    raise ValueError(f"no sink for record kind {record_kind!r}")
-
-
-__all__ = ["AssetSink", "PagePlan", "fingerprint", "sink_for"]

@@ -18,11 +18,10 @@ from syncplane.changes.models import ChangeRequest, EventSource
 from syncplane.changes.states import IllegalTransition
 from syncplane.core import roles
 from syncplane.integrations.choices import Category
-from syncplane.integrations.engine import build_connector
 from syncplane.integrations.errors import IntegrationError, TransientError
 from syncplane.integrations.itsm import ItsmConnector
 from syncplane.integrations.models import ExternalSystem
-from syncplane.integrations.registry import get_connector_class
+from syncplane.integrations.registry import build_connector, get_connector_class
 from syncplane.integrations.secrets import resolve_secret
 
 logger = logging.getLogger("syncplane.webhooks")

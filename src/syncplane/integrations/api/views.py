@@ -10,12 +10,12 @@ from rest_framework.views import APIView
 from syncplane.core import roles
 from syncplane.integrations.api import serializers
 from syncplane.integrations.choices import Trigger
-from syncplane.integrations.engine import SyncAlreadyRunning, build_connector, map_with_overrides, start_sync
+from syncplane.integrations.engine import SyncAlreadyRunning, map_with_overrides, start_sync
 from syncplane.integrations.errors import IntegrationError, RecordError
 from syncplane.integrations.models import ExternalSystem, IntegrationSyncLog
-from syncplane.integrations.registry import get_connector_class, registered_types
+from syncplane.integrations.registry import build_connector, get_connector_class, registered_types
+from syncplane.integrations.sinks import sink_for
 from syncplane.integrations.tasks import queue_sync
-from syncplane.inventory.sink import sink_for
 
 
 class IntegrationFilter(filters.FilterSet):

@@ -63,7 +63,7 @@ from ldap3.utils.conv import escape_filter_chars
 from ldap3.utils.dn import escape_rdn, parse_dn
 
 from syncplane.integrations.base import ConnectionResult, Connector, ConnectorContext, MappedRecord, Page
-from syncplane.integrations.choices import AuthType, Category, SystemType
+from syncplane.integrations.choices import AuthType, Capability, Category, RecordKind, SystemType
 from syncplane.integrations.errors import (
     AuthenticationError,
     ConfigurationError,
@@ -184,9 +184,9 @@ class ActiveDirectoryConnector(Connector):
     system_type = SystemType.ACTIVE_DIRECTORY
     category = Category.IDENTITY
     display_name = "Active Directory"
-    record_kind = "directory"
+    record_kind = RecordKind.DIRECTORY
     auth_types = (AuthType.BASIC,)
-    capabilities = frozenset({"test_connection", "full", "incremental", "dry_run"})
+    capabilities = frozenset({Capability.TEST_CONNECTION, Capability.FULL, Capability.INCREMENTAL, Capability.DRY_RUN})
     config_schema = {
         "type": "object",
         "properties": {

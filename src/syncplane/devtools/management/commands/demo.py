@@ -1,0 +1,543 @@
+"""`syncplane demo`: everything on one machine, on SQLite, with nothing else to install.
+
+Starts the simulators, a Celery worker, Celery beat and the web server as child processes, creates an admin
+user and a ServiceNow CMDB integration pointed at the simulator, and queues its first sync. Ctrl-C stops
+every child.
+
+How stopping works: each child runs in a process group of its own, so Ctrl-C (SIGINT to the terminal's
+foreground group) reaches only `make` and this command, which then asks every child to stop, exactly once,
+waits for them, and kills any that is still running after a grace period. SIGTERM and SIGHUP do the same. On
+Linux the children also get SIGTERM from the kernel if this process dies without cleaning up (kill -9), so a
+demo never leaves servers behind. Every child's output is shown with its name in front and kept in a log
+file under the data folder, so a child that fails at start-up can be named and its output found.
+"""
+
+import ctypes
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import httpx
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.core.management import call_command
+from django.core.management.base import BaseCommand, CommandError
+
+from syncplane.core import roles
+from syncplane.core.logging import configure_logging
+from syncplane.integrations.base import is_secret_field
+from syncplane.integrations.choices import AuthType, RunStatus, SyncMode, SystemType, Trigger
+from syncplane.integrations.engine import SyncAlreadyRunning, start_sync
+from syncplane.integrations.models import ExternalSystem, IntegrationSyncLog
+from syncplane.integrations.registry import get_connector_class
+from syncplane.integrations.secrets import to_reference
+from syncplane.integrations.tasks import queue_sync
+from syncplane_simulators.entra_id import DEFAULT_CLIENT_ID as GRAPH_CLIENT_ID
+from syncplane_simulators.entra_id import DEFAULT_CLIENT_SECRET as GRAPH_CLIENT_SECRET
+from syncplane_simulators.entra_id import DEFAULT_TENANT as GRAPH_TENANT
+
+# The three CMDBs of the demo, all pointed at the simulators: they share 60% of their devices, so the
+# inventory shows assets reconciled from several sources.
+DEMO_INTEGRATIONS = [
+    {
+        "name": "ServiceNow CMDB (simulator)",
+        "system_type": SystemType.SERVICENOW_CMDB,
+        "path": "servicenow",
+        "auth_type": AuthType.BASIC,
+        "credentials": {"username": "syncplane.integration", "password": "demo-password"},
+        "config": {"table": "cmdb_ci_computer", "page_size": 500},
+    },
+    {
+        "name": "Jira Assets (simulator)",
+        "system_type": SystemType.JIRA_ASSETS,
+        "path": "jira",
+        "auth_type": AuthType.BASIC,
+        "credentials": {"username": "syncplane@acme.example", "password": "demo-jira-token"},
+        "config": {"object_types": ["Laptop", "Desktop", "Server", "Virtual Machine", "Tablet"],
+                   "assets_api_base": "{simulators}/jira", "rate_limit_per_second": 50},
+    },
+    {
+        "name": "Freshservice CMDB (simulator)",
+        "system_type": SystemType.FRESHSERVICE_CMDB,
+        "path": "freshservice",
+        "auth_type": AuthType.API_KEY,
+        "credentials": {"api_key": "demo-freshservice-key"},
+        "config": {"rate_limit_per_second": 50},
+    },
+]
+# Entra ID against the Graph simulator (msal's authority pointed at it); members of "Syncplane Operators"
+# (directly or through the nested "Platform Team") get the operator role.
+DEMO_ENTRA = {
+    "name": "Entra ID (simulator)",
+    "system_type": SystemType.ENTRA_ID,
+    "path": "graph/v1.0",
+    "auth_type": AuthType.OAUTH2_CLIENT_CREDENTIALS,
+    "credentials": {"client_id": GRAPH_CLIENT_ID, "client_secret": GRAPH_CLIENT_SECRET},
+    "config": {"tenant_id": GRAPH_TENANT, "authority_url": "{simulators}/graph/login",
+               "role_mapping": {"Syncplane Operators": "operator"}},
+}
+# The ITSM side: a CAB change request submitted to the ServiceNow simulator, approved there by itself.
+DEMO_ITSM = {
+    "name": "ServiceNow ITSM (simulator)",
+    "system_type": SystemType.SERVICENOW_ITSM,
+    "path": "servicenow",
+    "auth_type": AuthType.BASIC,
+    "credentials": {"username": "syncplane.integration", "password": "demo-password"},
+    "config": {},
+}
+DEMO_CHANGE = {
+    "title": "Rotate TLS certificates on the edge load balancers",
+    "description": "Quarterly certificate rotation (demo change request).",
+    "risk_score": 45,
+}
+DEMO_CAB_SECONDS = 20
+# Active Directory: slapd with an AD-like schema, when the OS package is there (ldap://, ldaps:// ports).
+DEMO_LDAP_PORTS = (8389, 8636)
+DEMO_DIRECTORY_USERS = 400
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+GRACE_SECONDS = 10  # after this, a child that has not stopped is killed (the simulators get 3 s more)
+LONG_LINE = 240  # children's lines longer than this are cut on the console (the log file keeps them whole)
+
+
+class ChildStopped(Exception):
+    def __init__(self, child: "Child"):
+        super().__init__(child.name)
+        self.child = child
+
+
+class Command(BaseCommand):
+    help = "Start the demo: simulators, worker, beat and web server, with a first ServiceNow sync."
+
+    def add_arguments(self, parser):
+        parser.add_argument("--port", type=int, default=8000, help="Web server port (default 8000)")
+        parser.add_argument("--simulator-port", type=int, default=8900, help="Simulators port (default 8900)")
+        parser.add_argument("--records", type=int, default=3000, help="CIs in the ServiceNow simulator")
+
+    def handle(self, *args, port, simulator_port, records, **options):
+        if not settings.SYNCPLANE_DEMO:
+            raise CommandError("run the demo with SYNCPLANE_DEMO=1 (make demo does)")
+        # The children read these; this process needs them too (it checks the simulator's URL on save).
+        os.environ["SYNCPLANE_DEMO"] = "1"
+        os.environ["SYNCPLANE_ALLOW_INSECURE_OUTBOUND"] = "1"
+        settings.SYNCPLANE_ALLOW_INSECURE_OUTBOUND = True
+        if "SYNCPLANE_LOG_FORMAT" not in os.environ:  # readable logs on a terminal, here and in the children
+            os.environ["SYNCPLANE_LOG_FORMAT"] = "console"
+            configure_logging("console", settings.LOG_LEVEL)
+        os.environ["PYTHONUNBUFFERED"] = "1"  # children write through a pipe: show their lines as they come
+
+        children = Children(settings.DATA_DIR / "logs", self.stdout)
+        children.trap_signals()
+        try:
+            self._run(children, port, simulator_port, records)
+        except KeyboardInterrupt:
+            self.stdout.write("\nStopping the demo...")
+            children.stop()
+            self.stdout.write("Demo stopped.")
+        except ChildStopped as exc:
+            child = exc.child
+            children.stop()
+            when = "while the demo was running" if children.running else "at start-up"
+            raise CommandError(
+                f"the {child.name} process ({child.description}) stopped {when} with exit code "
+                f"{child.process.returncode}, so the demo stopped everything. Its output is above, on the lines "
+                f"starting with '{child.name} |', and in {child.log_path}."
+            ) from None
+        except BaseException:
+            children.stop()
+            raise
+
+    def _run(self, children: "Children", port: int, simulator_port: int, records: int) -> None:
+        for what, number in (("web server", port), ("simulators", simulator_port)):
+            if not port_is_free(number):
+                raise CommandError(
+                    f"port {number} (the {what}) is already in use: is another demo still running? Stop it, or "
+                    f"pick another port with --port / --simulator-port."
+                )
+        call_command("migrate", interactive=False, verbosity=0)
+        username, password = self._admin()
+
+        cli = [sys.executable, "-m", "syncplane"]
+        celery = [sys.executable, "-m", "celery", "-A", "syncplane"]
+        children.start("simulators", "syncplane simulate",
+                       [*cli, "simulate", "--port", str(simulator_port), "--records", str(records)], stop_last=True)
+        children.start("worker", "celery worker",
+                       [*celery, "worker", "-Q", "integrations", "--pool", "solo", "--loglevel", "INFO",
+                        "--without-gossip", "--without-mingle", "--without-heartbeat"])
+        children.start("beat", "celery beat",
+                       [*celery, "beat", "--loglevel", "INFO", "--scheduler",
+                        "django_celery_beat.schedulers:DatabaseScheduler"])
+        children.start("web", "syncplane runserver",
+                       [*cli, "runserver", f"127.0.0.1:{port}", "--noreload", "--skip-checks"])
+        directory = self._start_directory(children)
+
+        simulators = f"http://127.0.0.1:{simulator_port}"
+        wait_for(f"{simulators}/servicenow/_control/state", children)
+        wait_for(f"http://127.0.0.1:{port}/healthz", children)
+        started = []
+        for spec in DEMO_INTEGRATIONS:
+            system = self._integration(spec, simulators)
+            started.append((system, self._first_sync(system)))
+        system = self._integration(DEMO_ENTRA, simulators)
+        started.append((system, self._first_sync(system)))
+        if directory is not None:
+            system = self._active_directory(directory)
+            started.append((system, self._first_sync(system)))
+        change = self._change_demo(simulators, port, username)
+        self._banner(port, simulators, username, password, started)
+        if change is not None:
+            self.stdout.write(f"  Change request        http://127.0.0.1:{port}/api/v1/changes/{change.pk}/history/ "
+                              f"(the simulated CAB approves it within {DEMO_CAB_SECONDS} s)\n")
+        children.running = True
+        for _system, log in started:
+            self._follow(log, children)
+        children.wait()
+
+    def _admin(self) -> tuple[str, str]:
+        """The demo admin; its password is kept in the data folder so a restart can print it again."""
+        password_file = settings.DATA_DIR / "demo-admin-password"
+        if not password_file.exists():
+            fd = os.open(password_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as handle:
+                handle.write(secrets.token_urlsafe(12))
+        password = password_file.read_text().strip()
+        user, _ = get_user_model().objects.get_or_create(username="admin", defaults={"email": "admin@example.com"})
+        user.is_staff = user.is_superuser = True
+        user.set_password(password)
+        user.save()
+        roles.grant_role(user, roles.ADMIN)
+        return "admin", password
+
+    def _integration(self, spec: dict, simulators: str) -> ExternalSystem:
+        connector = get_connector_class(spec["system_type"])
+        config = {key: value.format(simulators=simulators) if isinstance(value, str) else value
+                  for key, value in spec["config"].items()}
+        credentials = {
+            name: to_reference(value) if is_secret_field(spec["auth_type"], name) else value
+            for name, value in spec["credentials"].items()
+        }
+        system, _ = ExternalSystem.objects.live().update_or_create(
+            name=spec["name"],
+            defaults={
+                "system_type": spec["system_type"],
+                "category": connector.category,
+                "base_url": f"{simulators}/{spec['path']}",
+                "auth_type": spec["auth_type"],
+                "credentials": credentials,
+                "config": connector.validated_config(config),
+                "sync_interval_minutes": min(15, connector.default_sync_interval_minutes),
+            },
+        )
+        return system
+
+    def _change_demo(self, simulators: str, port: int, username: str):
+        """A ServiceNow ITSM integration whose simulator approves each new change by itself and tells the web
+        server by webhook (shared secret), and one sample change, created once and submitted."""
+        from syncplane.changes import services
+        from syncplane.changes.choices import ChangeState
+        from syncplane.changes.models import ChangeRequest
+
+        try:
+            system = self._integration(DEMO_ITSM, simulators)
+            # A fresh secret each run: the simulator forgets its webhook target when it stops.
+            secret = secrets.token_urlsafe(24)
+            system.webhook_secret = to_reference(secret)
+            system.save(update_fields=["webhook_secret", "updated_at"])
+            control = f"{simulators}/servicenow/_control"
+            httpx.post(f"{control}/webhook", json={"url": f"http://127.0.0.1:{port}/api/v1/webhooks/{system.pk}/",
+                                                   "secret": secret}, timeout=10).raise_for_status()
+            httpx.post(f"{control}/cab", json={"auto_approve_seconds": DEMO_CAB_SECONDS},
+                       timeout=10).raise_for_status()
+            change, _ = ChangeRequest.objects.get_or_create(
+                title=DEMO_CHANGE["title"],
+                defaults={**DEMO_CHANGE, "requester": get_user_model().objects.get(username=username)},
+            )
+            if change.state == ChangeState.DRAFT:
+                change = services.submit(change, user=change.requester, external_system=system)
+            return change
+        except Exception as exc:  # the change demo is a bonus: the CMDB demo goes on without it
+            self.stdout.write(self.style.WARNING(f"The change request demo could not start: {exc}"))
+            return None
+
+    def _start_directory(self, children: "Children"):
+        """slapd with an AD-like schema and data (simulators/slapd.py) as one more child, on fixed ports, when
+        the OS package is installed; the demo goes on without it otherwise."""
+        from syncplane_simulators.active_directory import SlapdDirectory, slapd_available
+
+        if not slapd_available():
+            self.stdout.write(self.style.WARNING("Active Directory skipped: install slapd (apt-get install slapd)"))
+            return None
+        busy = [number for number in DEMO_LDAP_PORTS if not port_is_free(number)]
+        if busy:
+            self.stdout.write(self.style.WARNING(f"Active Directory skipped: port {busy[0]} is already in use"))
+            return None
+        directory = SlapdDirectory(settings.DATA_DIR / "slapd", ldap_port=DEMO_LDAP_PORTS[0],
+                                   ldaps_port=DEMO_LDAP_PORTS[1], users=DEMO_DIRECTORY_USERS)
+        directory.prepare()  # fresh data and certificates each start: the same GUIDs, so syncs stay stable
+        children.start("slapd", "OpenLDAP slapd as Active Directory", directory.command())
+        deadline = time.monotonic() + 30
+        while not all(not port_is_free(number) for number in DEMO_LDAP_PORTS):
+            children.check()
+            if time.monotonic() > deadline:
+                raise CommandError(f"slapd did not listen on {DEMO_LDAP_PORTS} within 30 s; see {children.log_dir}")
+            time.sleep(0.2)
+        return directory
+
+    def _active_directory(self, directory) -> ExternalSystem:
+        connector = get_connector_class(SystemType.ACTIVE_DIRECTORY)
+        system, _ = ExternalSystem.objects.live().update_or_create(
+            name="Active Directory (slapd)",
+            defaults={
+                "system_type": SystemType.ACTIVE_DIRECTORY,
+                "category": connector.category,
+                "base_url": directory.ldaps_url,
+                "auth_type": AuthType.BASIC,
+                "credentials": {"username": directory.service_dn,
+                                "password": to_reference(directory.service_password)},
+                "config": connector.validated_config({
+                    "base_dn": directory.base_dn,
+                    "ca_file": str(directory.ca_file),
+                    "role_mapping": {"Syncplane Viewers": "viewer"},
+                }),
+                "sync_interval_minutes": 15,
+            },
+        )
+        return system
+
+    def _first_sync(self, system: ExternalSystem) -> IntegrationSyncLog:
+        """A full sync the first time; after a restart, an incremental one (or the run still in progress)."""
+        synced_before = IntegrationSyncLog.objects.filter(
+            external_system=system, status=RunStatus.SUCCESS, mode=SyncMode.FULL, dry_run=False
+        ).exists()
+        mode = SyncMode.INCREMENTAL if synced_before else SyncMode.FULL
+        try:
+            log = start_sync(system, mode=mode, trigger=Trigger.MANUAL, requested_by="demo")
+        except SyncAlreadyRunning as exc:
+            return exc.log
+        queue_sync(log.pk)
+        return log
+
+    def _banner(self, port, simulators, username, password, started):
+        web = f"http://127.0.0.1:{port}"
+        integrations = "".join(
+            f"  Integration #{system.pk:<9} {system.name}: sync #{log.pk}\n" for system, log in started
+        )
+        first = started[0][0]
+        self.stdout.write(self.style.SUCCESS("\nSyncplane demo is running.\n"))
+        self.stdout.write(
+            f"  Web / browsable API   {web}/api/v1/\n"
+            f"  Swagger UI            {web}/api/docs/\n"
+            f"  Admin                 {web}/admin/\n"
+            f"  Log in as             {username} / {password}\n"
+            f"  Simulators            {simulators}/servicenow, /jira, /freshservice, /graph\n"
+            f"{integrations}"
+            f"  Sync logs             {web}/api/v1/integration-sync-logs/\n"
+            f"  Merged assets         {web}/api/v1/assets/?source_system={first.pk}\n"
+            f"  Directory             {web}/api/v1/directory/users/, {web}/api/v1/directory/groups/\n"
+            f"  From a shell          SYNCPLANE_DEMO=1 "
+            f".venv/bin/syncplane sync {first.pk} --mode incremental\n"
+            f"  Logs                  {settings.DATA_DIR / 'logs'}/\n"
+            "\nPress Ctrl-C to stop everything.\n"
+        )
+
+    def _follow(self, log, children, timeout: float = 300):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            children.check()
+            log.refresh_from_db()
+            if log.is_finished:
+                from syncplane.integrations.management.commands.sync import summary
+
+                style = self.style.SUCCESS if log.status == RunStatus.SUCCESS else self.style.WARNING
+                self.stdout.write(style("Sync finished:\n" + summary(log)))
+                return
+            time.sleep(1)
+        self.stdout.write(self.style.WARNING("The sync is still running; watch it in the API."))
+
+
+class Child:
+    def __init__(self, name: str, description: str, process: subprocess.Popen, log_path: Path, stop_last: bool):
+        self.name = name
+        self.stop_last = stop_last
+        self.description = description
+        self.process = process
+        self.log_path = log_path
+        self.reader: threading.Thread | None = None
+
+
+class Children:
+    """The demo's child processes: started together, watched, and stopped together."""
+
+    def __init__(self, log_dir: Path, stdout):
+        self.log_dir = log_dir
+        self.stdout = stdout
+        self.children: list[Child] = []
+        self.output_lock = threading.RLock()  # a signal handler may write while this thread holds it
+        self.stop_signal: int | None = None  # the first stop signal received
+        self.stopping = False
+        self.hurry = False  # a second Ctrl-C while stopping: kill what is left
+        self.deferring = False  # while a child is being started, a signal is noted and acted on afterwards
+        self.running = False  # every child is up (the banner is out)
+
+    # Signals -------------------------------------------------------------------------------------------------
+
+    def trap_signals(self) -> None:
+        # Installed whatever the inherited disposition: a background job (as in CI) starts with SIGINT ignored.
+        for signum in STOP_SIGNALS:
+            signal.signal(signum, self._on_signal)
+
+    def _on_signal(self, signum, _frame) -> None:
+        if self.stopping:
+            if signum == signal.SIGINT and not self.hurry:
+                self.hurry = True
+                self._say("Ctrl-C again: killing what is left.")
+            return
+        if self.stop_signal is not None:  # already on its way out
+            return
+        self.stop_signal = signum
+        if not self.deferring:
+            raise KeyboardInterrupt
+
+    # Starting and watching -----------------------------------------------------------------------------------
+
+    def start(self, name: str, description: str, command: list[str], *, stop_last: bool = False) -> None:
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        log_path = self.log_dir / f"{name}.log"
+        self.deferring = True
+        try:
+            process = subprocess.Popen(
+                command,
+                env=os.environ.copy(),
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                process_group=0,  # Ctrl-C reaches this process only; it stops the children itself
+                preexec_fn=_die_with_parent(os.getpid()),
+            )
+            child = Child(name, description, process, log_path, stop_last)
+            self.children.append(child)
+        finally:
+            self.deferring = False
+        child.reader = threading.Thread(target=self._copy_output, args=(child,), name=f"output-{name}", daemon=True)
+        child.reader.start()
+        if self.stop_signal is not None and not self.stopping:
+            raise KeyboardInterrupt
+
+    def _copy_output(self, child: Child) -> None:
+        """Each line of the child on the console, behind its name, and whole in its log file."""
+        prefix = f"{child.name:<10} | "
+        with open(child.log_path, "w", encoding="utf-8", errors="replace") as log_file:
+            for raw in iter(child.process.stdout.readline, b""):
+                line = raw.decode("utf-8", errors="replace").rstrip("\r\n")
+                log_file.write(line + "\n")
+                log_file.flush()
+                shown = line if len(line) <= LONG_LINE else line[:LONG_LINE] + " [...]"
+                self._say(prefix + shown)
+        child.process.stdout.close()
+
+    def _say(self, text: str) -> None:
+        with self.output_lock:
+            try:
+                self.stdout.write(text)
+                self.stdout.flush()
+            except (OSError, ValueError):  # the console went away; the log files still have everything
+                pass
+
+    def check(self) -> None:
+        for child in self.children:
+            if child.process.poll() is not None:
+                self.stopping = True  # from here on a signal must not interrupt the clean-up
+                raise ChildStopped(child)
+
+    def wait(self) -> None:
+        while True:
+            self.check()
+            time.sleep(0.5)
+
+    # Stopping ------------------------------------------------------------------------------------------------
+
+    def stop(self) -> None:
+        """Ask every running child to stop, once; wait for them; kill those still running after a grace period.
+
+        The simulators stop last, so that a sync the worker is finishing (Celery's warm shutdown) can still
+        reach them."""
+        self.stopping = True
+        self._stop([child for child in self.children if not child.stop_last], GRACE_SECONDS)
+        self._stop([child for child in self.children if child.stop_last], 3)
+        for child in self.children:
+            if child.reader is not None:
+                child.reader.join(timeout=2)
+
+    def _stop(self, group: list[Child], grace: float) -> None:
+        for child in group:
+            _terminate(child)  # each stops cleanly on SIGTERM (Celery: warm shutdown)
+        deadline = time.monotonic() + grace
+        while any(child.process.poll() is None for child in group):
+            if self.hurry or time.monotonic() >= deadline:
+                for child in group:
+                    if child.process.poll() is None:
+                        if not self.hurry:
+                            self._say(f"The {child.name} process did not stop within {grace:.0f} s: killing it.")
+                        _signal(child.process, signal.SIGKILL)
+                for child in group:
+                    child.process.wait()
+                return
+            time.sleep(0.1)
+
+
+def _terminate(child: Child) -> None:
+    if child.process.poll() is None:
+        _signal(child.process, signal.SIGTERM)
+
+
+def _signal(process: subprocess.Popen, signum: int) -> None:
+    try:
+        process.send_signal(signum)
+    except ProcessLookupError:
+        pass
+
+
+def _die_with_parent(parent_pid: int):
+    """A function for Popen's preexec_fn: on Linux, the child gets SIGTERM when the demo dies, however it dies."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+    pr_set_pdeathsig = 1
+
+    def preexec() -> None:
+        prctl(pr_set_pdeathsig, signal.SIGTERM, 0, 0, 0)
+        if os.getppid() != parent_pid:  # the demo died before prctl took effect
+            os._exit(1)
+
+    return preexec
+
+
+def port_is_free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def wait_for(url: str, children: Children, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        children.check()
+        try:
+            if httpx.get(url, timeout=2).status_code < 500:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.3)
+    raise CommandError(f"{url} did not answer within {timeout:.0f} s; the children's logs are in {children.log_dir}")

@@ -1,0 +1,74 @@
+"""The sink contract: where the sync engine writes each record kind.
+
+A domain app owns the models a record kind lands in, so it owns the sink too, and registers it from its
+`AppConfig.ready` (`register_sink(RecordKind.ASSET, AssetSink)`), just as connectors register with the
+registry. The engine asks `sink_for(kind, system_id)` and never names a domain app.
+
+A sink, per page: `validate` one record (raise RecordError), `plan` the page against the existing rows in one
+query (the plan counts created / updated / unchanged and lists its `PlannedChange`s), `apply` the plan. After a
+complete full pass: `unseen`, `mark_seen`, `mark_deleted`, and for a dry run `count_unseen`. `finish` is the
+after-pass hook (directory roles, for instance).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Protocol
+
+import orjson
+
+from syncplane.integrations.base import MappedRecord
+
+
+def fingerprint(attributes: dict) -> str:
+    """Equal exactly when the mapped attributes are equal."""
+    return hashlib.blake2b(orjson.dumps(attributes, option=orjson.OPT_SORT_KEYS), digest_size=16).hexdigest()
+
+
+@dataclass
+class PlannedChange:
+    """One record's planned action and field-level diff ({field: [before, after]}); kept as dry-run evidence."""
+
+    external_id: str
+    action: str
+    changes: dict | None = None
+
+
+class PagePlan(Protocol):
+    created: int
+    updated: int
+    unchanged: int
+    changes: list[PlannedChange]
+
+
+class Sink(Protocol):
+    def validate(self, record: MappedRecord) -> None: ...
+    def plan(self, records: list[MappedRecord]) -> Any: ...
+    def apply(self, plan: Any, now: datetime) -> None: ...
+    def unseen(self, seen_before: datetime) -> list[str]: ...
+    def mark_seen(self, external_ids: list[str], now: datetime) -> None: ...
+    def mark_deleted(self, external_ids: list[str], now: datetime) -> None: ...
+    def count_unseen(self, seen_external_ids: set[str]) -> list[str]: ...
+    def finish(self, *, complete_full_pass: bool, dry_run: bool, now: datetime,
+               pass_started_at: datetime | None = None) -> None: ...
+
+
+_sinks: dict[str, Callable[[int], Sink]] = {}
+
+
+def register_sink(record_kind: str, factory: Callable[[int], Sink]) -> None:
+    """`factory(external_system_id)` builds the sink of one run."""
+    if _sinks.get(record_kind, factory) is not factory:
+        raise RuntimeError(f"two sinks claim record kind {record_kind!r}")
+    _sinks[record_kind] = factory
+
+
+def sink_for(record_kind: str, external_system_id: int) -> Sink:
+    try:
+        factory = _sinks[record_kind]
+    except KeyError:
+        raise ValueError(f"no sink for record kind {record_kind!r}") from None
+    return factory(external_system_id)
