@@ -14,8 +14,8 @@ record, by the sync engine and by the preview.
 from datetime import UTC, datetime
 
 from syncplane.integrations.errors import RecordError
-from syncplane.inventory.choices import AssetStatus, AssetType, ComplianceState
-from syncplane.inventory.models import CANONICAL_FIELDS
+from syncplane.integrations.records import ASSET_FIELDS as CANONICAL_FIELDS
+from syncplane.integrations.records import AssetStatus, AssetType, ComplianceState
 
 TRANSFORMS = {"lower": str.lower, "upper": str.upper, "strip": str.strip}
 CHOICES = {

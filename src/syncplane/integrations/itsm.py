@@ -3,19 +3,21 @@
 Outbound, an ITSM connector creates, finds and cancels one vendor change request for a Syncplane change.
 Inbound, it is an ordinary connector with record_kind "change": `fetch` streams the change requests that
 Syncplane created (recognised by its correlation id) updated since the cursor, one request per page, and
-`map_change` turns a vendor record into an `ExternalChange`, the same shape whether it came from a poll, a
-webhook or a create call. The state mapping lives in the connector because every vendor spells it
-differently; the rules of the state machine live in the changes app.
+`map_change` turns a vendor record into an `ExternalChange` (a canonical record, in records.py), the same
+shape whether it came from a poll, a webhook or a create call. The state mapping lives in the connector
+because every vendor spells it differently; the rules of the state machine live in the changes app.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from datetime import datetime
 from typing import ClassVar
 
 from syncplane.integrations.base import Connector, MappedRecord
 from syncplane.integrations.choices import Capability, RecordKind
+from syncplane.integrations.records import ApprovalDecision, ChangeDraft, ExternalChange
+
+# The change records live with the other canonical records; they are named here too, as part of this contract.
+__all__ = ["RISK_BANDS", "ApprovalDecision", "ChangeDraft", "ExternalChange", "ItsmConnector", "risk_band"]
 
 # risk_score 0-100 -> a band each connector turns into its own codes (runbook: "Risk score").
 RISK_BANDS = ((80, "very_high"), (60, "high"), (30, "moderate"), (0, "low"))
@@ -26,61 +28,6 @@ def risk_band(score: int) -> str:
         if score >= floor:
             return band
     return "low"
-
-
-@dataclass(frozen=True)
-class ChangeDraft:
-    """What Syncplane asks the ITSM tool to create."""
-
-    correlation_id: str  # Syncplane's idempotency key for this change: a retry looks it up before creating
-    title: str
-    description: str
-    risk_score: int
-    planned_start: datetime | None = None
-    planned_end: datetime | None = None
-    requester_email: str = ""
-    affected_assets: tuple[str, ...] = ()  # names a person recognises, for the description
-
-
-@dataclass
-class ApprovalDecision:
-    external_id: str  # the vendor's id of this one decision: the same decision is never recorded twice
-    approver: str
-    decision: str  # ChangeState-independent: "approved" | "rejected"
-    comment: str = ""
-    decided_at: datetime | None = None
-
-
-@dataclass
-class ExternalChange:
-    external_id: str  # the stable key every later call uses (sys_id, issue id, change id)
-    number: str  # what a person sees: CHG0030001, ITSM-42, 17
-    state: str  # a ChangeState value
-    correlation_id: str = ""  # Syncplane's correlation id as found on the record
-    updated_at: datetime | None = None
-    approvals: list[ApprovalDecision] = field(default_factory=list)
-    url: str = ""
-    detail: str = ""  # vendor wording worth showing, e.g. "approval: rejected" or a close code
-
-    def as_attributes(self) -> dict:
-        return {
-            "number": self.number,
-            "state": self.state,
-            "correlation_id": self.correlation_id,
-            "updated_at": self.updated_at.isoformat() if self.updated_at else None,
-            "approvals": [
-                {
-                    "external_id": a.external_id,
-                    "approver": a.approver,
-                    "decision": a.decision,
-                    "comment": a.comment,
-                    "decided_at": a.decided_at.isoformat() if a.decided_at else None,
-                }
-                for a in self.approvals
-            ],
-            "url": self.url,
-            "detail": self.detail,
-        }
 
 
 class ItsmConnector(Connector):

@@ -11,7 +11,7 @@ from collections.abc import Iterable
 
 from django.conf import settings
 
-from syncplane.inventory.normalize import normalize_mac
+from syncplane.core.normalize import normalize_mac
 
 RULES = ("serial_number", "mac_address", "hostname")
 KEY_COLUMNS = {"serial_number": "serial_key", "mac_address": "mac_key", "hostname": "host_key"}

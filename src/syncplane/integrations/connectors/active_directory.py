@@ -72,6 +72,8 @@ from syncplane.integrations.errors import (
     RecordError,
     TransientError,
 )
+from syncplane.integrations.paging import CursorPaginator
+from syncplane.integrations.records import AssetAttributes, DirectoryDevice, DirectoryGroup, DirectoryUser
 from syncplane.integrations.registry import register
 
 logger = logging.getLogger("syncplane.integrations.active_directory")
@@ -186,7 +188,8 @@ class ActiveDirectoryConnector(Connector):
     display_name = "Active Directory"
     record_kind = RecordKind.DIRECTORY
     auth_types = (AuthType.BASIC,)
-    capabilities = frozenset({Capability.TEST_CONNECTION, Capability.FULL, Capability.INCREMENTAL, Capability.DRY_RUN})
+    capabilities = frozenset({Capability.TEST_CONNECTION, Capability.FULL, Capability.INCREMENTAL, Capability.DRY_RUN,
+                              Capability.PASSWORD_SIGN_IN})
     config_schema = {
         "type": "object",
         "properties": {
@@ -311,6 +314,14 @@ class ActiveDirectoryConnector(Connector):
             _unbind(connection)
             raise
         return connection
+
+    def check_password(self, username: str, password: str) -> None:
+        """A simple bind as the person (a DN, or a UPN on AD): the bind succeeding is the proof. An empty password
+        is refused before anything is sent, since LDAP takes a DN with no password as an unauthenticated bind,
+        which succeeds (RFC 4513 5.1.2)."""
+        if not username or not password:
+            raise AuthenticationError("a user name and a password are needed")
+        _unbind(self.connect(user=username, password=password))
 
     def ca_missing(self) -> bool:
         ca_file = self.config["ca_file"]
@@ -453,17 +464,20 @@ class ActiveDirectoryConnector(Connector):
         return int(cursor["usn"])
 
     def _pages(self, stream: str, flt: str) -> Iterator[tuple[list[dict], bool]]:
+        """(records, more) per page of the simple paged results control; its cookie is the cursor token."""
         conn = self.connection
-        cookie = None
-        while True:
+
+        def read(cookie: bytes | None) -> dict:
             self._call(conn.search, self.config["base_dn"], flt, ldap3.SUBTREE, attributes=list(ATTRIBUTES[stream]),
                        paged_size=self.config["page_size"], paged_cookie=cookie, paged_criticality=True)
             self._check(conn.result, f"searching {stream}")
             records = [raw_record(e, stream) for e in conn.response if e.get("type") == "searchResEntry"]
-            cookie = (conn.result.get("controls") or {}).get(PAGED_RESULTS, {}).get("value", {}).get("cookie")
-            yield records, bool(cookie)
-            if not cookie:
-                return
+            control = (conn.result.get("controls") or {}).get(PAGED_RESULTS, {}).get("value", {})
+            return {"records": records, "cookie": control.get("cookie")}
+
+        pages = CursorPaginator(vendor=f"Active Directory ({stream})", key="cookie")
+        for page in pages.pages(read):
+            yield page["records"], not pages.finished
 
     def _call(self, operation, *args, **kwargs):
         try:
@@ -561,6 +575,7 @@ def map_directory_record(raw: dict) -> MappedRecord:
         raise RecordError(f"objectGUID {guid!r} is missing or not a GUID")
     kind = _kind(raw)
     dn = _text(raw, "dn")
+    attributes: DirectoryUser | DirectoryGroup | DirectoryDevice
     if kind == "user":
         username = (_text(raw, "userPrincipalName") or _text(raw, "sAMAccountName")).lower()
         if not username:
@@ -598,7 +613,7 @@ def map_directory_record(raw: dict) -> MappedRecord:
     return MappedRecord(guid, attributes, raw)
 
 
-def computer_asset(raw: dict) -> dict:
+def computer_asset(raw: dict) -> AssetAttributes:
     fqdn = _text(raw, "dNSHostName").lower().rstrip(".")
     name = _text(raw, "cn") or _text(raw, "sAMAccountName").rstrip("$")
     operating_system = _text(raw, "operatingSystem")

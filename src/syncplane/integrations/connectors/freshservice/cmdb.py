@@ -1,9 +1,7 @@
 """Freshservice CMDB, read through the v2 assets API (see shared/api-notes/freshservice-cmdb.md).
 
-Auth: the API key of an agent as the Basic user name, "X" as the password. The key is the secret `api_key`
-credential of auth type "api_key" (as a Basic user name it would be kept and shown in plain text); it is
-still sent as Basic, as Freshservice wants it.
-Paging: `page` / `per_page` (max 100), following the Link header's rel="next"; its absence ends the list.
+Auth and paging: common.py (the agent's API key as the Basic user name; `page` / `per_page` up to 100,
+following the Link header's rel="next", whose absence ends the list).
 Filter queries page differently: always 30 per page, at most 40 pages, no Link header.
 Streams: `/api/v2/assets?include=type_fields`; the reference lists (asset types, products, departments,
 locations, requesters, agents) are read once per run, one request per page of each, never one per asset.
@@ -16,29 +14,35 @@ type_fields keys carry the id of the asset type that defines the field (`serial_
 
 from __future__ import annotations
 
-import base64
 import re
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import httpx
 
+from syncplane.core.normalize import normalize_mac
 from syncplane.integrations.base import ConnectionResult, Connector, ConnectorContext, MappedRecord, Page
 from syncplane.integrations.choices import AuthType, Capability, Category, RecordKind, SystemType
-from syncplane.integrations.errors import ConfigurationError, PermanentError, RecordError
-from syncplane.integrations.http import HttpClient
+from syncplane.integrations.connectors.freshservice.common import (
+    MAX_PAGE_SIZE,
+    VENDOR,
+    LinkedPages,
+    freshservice_client,
+    pace,
+    parse_time,
+)
+from syncplane.integrations.errors import PermanentError, RecordError
+from syncplane.integrations.paging import PageNumberPaginator
+from syncplane.integrations.records import AssetAttributes, AssetStatus, AssetType
 from syncplane.integrations.registry import register
-from syncplane.inventory.normalize import normalize_mac
 
 ASSETS = "/api/v2/assets"
-MAX_PAGE_SIZE = 100  # per_page is capped at 100 by the API
 FILTER_PAGE_SIZE = 30  # filter= answers are fixed at 30 per page...
 FILTER_MAX_PAGES = 40  # ...and stop after 40 pages (1,200 records)
 LOOKUP_MAX = 200  # deletion candidates confirmed one by one (GET /assets/{display_id}); more: trust the pass
-BASIC_PASSWORD = "X"  # Freshservice ignores the password; "X" by convention
 
 ASSET_TYPE_MAP = {
     "Laptop": "laptop",
@@ -70,13 +74,11 @@ STATE_MAP = {
     "Disposed": "disposed",
     "Missing": "unknown",
 }
-ASSET_TYPES = ("laptop", "desktop", "server", "virtual_machine", "mobile", "tablet", "network_device", "printer",
-               "container_image", "other")
-STATUSES = ("active", "in_stock", "in_maintenance", "retired", "disposed", "unknown")
+ASSET_TYPES = tuple(AssetType.values)
+STATUSES = tuple(AssetStatus.values)
 STRING_FIELDS = ("name", "asset_tag", "serial_number", "hostname", "computer_ip_address", "mac_address", "os",
                  "os_version", "asset_state")
 _SUFFIX = re.compile(r"^(.+)_(\d+)$")
-_ISO = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:\d{2})")
 
 
 @dataclass
@@ -160,18 +162,6 @@ def _text(raw: dict, name: str) -> str:
     raise RecordError(f"field {name} is not a string: {type(value).__name__}")
 
 
-def parse_time(value: Any, name: str) -> datetime | None:
-    """An ISO-8601 timestamp ("2024-05-18T07:01:44Z"); RecordError when it is something else."""
-    if value is None or value == "":
-        return None
-    if not isinstance(value, str) or not _ISO.fullmatch(value):
-        raise RecordError(f"field {name} is not an ISO-8601 timestamp: {str(value)[:40]!r}")
-    try:
-        return datetime.fromisoformat(value.replace("Z", "+00:00")).astimezone(UTC)
-    except ValueError:
-        raise RecordError(f"field {name} is not an ISO-8601 timestamp: {value[:40]!r}") from None
-
-
 def type_field_values(type_fields: Any, type_ids: set[int] | frozenset[int] = frozenset()) -> dict[str, Any]:
     """`{"serial_number_21000855267": "X"}` -> `{"serial_number": "X"}`.
 
@@ -212,7 +202,7 @@ def map_asset(raw: Any, lookups: Lookups) -> MappedRecord:
     product = lookups.products.get(_id(fields.get("product")), ("", ""))
     hostname = _text(fields, "hostname")
     fqdn = hostname.lower() if "." in hostname else ""
-    attributes = {
+    attributes: AssetAttributes = {
         "name": _text(fields, "name"),
         "asset_type": lookups.canonical_type(raw.get("asset_type_id")),
         "status": lookups.status(_text(fields, "asset_state")),
@@ -232,22 +222,6 @@ def map_asset(raw: Any, lookups: Lookups) -> MappedRecord:
         "last_seen_at": seen.isoformat() if seen else None,
     }
     return MappedRecord(external_id=str(display_id), attributes=attributes, raw=raw)
-
-
-class FreshserviceKeyAuth(httpx.Auth):
-    """`Authorization: Basic base64("<api key>:X")`. Both the key and the header value are secrets; the
-    constant "X" is not (httpx's BasicAuth would have every "X" redacted from error messages)."""
-
-    def __init__(self, api_key: str):
-        self._api_key = api_key
-        self._header = "Basic " + base64.b64encode(f"{api_key}:{BASIC_PASSWORD}".encode()).decode("ascii")
-
-    def auth_flow(self, request: httpx.Request):
-        request.headers["Authorization"] = self._header
-        yield request
-
-    def secret_values(self) -> tuple[str, str]:
-        return self._api_key, self._header.split(" ", 1)[1]
 
 
 def _name_map(schema_default: dict, values: list[str], description: str) -> dict:
@@ -296,16 +270,7 @@ class FreshserviceCMDBConnector(Connector):
 
     def __init__(self, context: ConnectorContext, *, pace_sleep=time.sleep):
         super().__init__(context)
-        base = context.base_url.rstrip("/")
-        if context.auth_type != AuthType.API_KEY:
-            raise ConfigurationError("Freshservice takes an agent's API key: use auth type api_key")
-        self.client = HttpClient(
-            base,
-            auth=FreshserviceKeyAuth(context.credential("api_key")),
-            timeout=self.config["timeout_seconds"],
-            rate_limit_per_second=self.config["rate_limit_per_second"],
-            secrets=context.secret_values(),
-        )
+        self.client = freshservice_client(context, self.config)
         self._pace_sleep = pace_sleep
         self.lookups: Lookups | None = None
 
@@ -326,32 +291,22 @@ class FreshserviceCMDBConnector(Connector):
         return items, response
 
     def _pace(self, response: httpx.Response) -> None:
-        """The limit is per minute and shared by the whole account: when few credits are left, spread the
-        rest at the plan's sustained rate instead of running into a 429 with a long Retry-After."""
-        total = _header_int(response, "X-Ratelimit-Total")
-        remaining = _header_int(response, "X-Ratelimit-Remaining")
-        used = _header_int(response, "X-Ratelimit-Used-CurrentRequest") or 1
-        if total and remaining is not None and remaining <= max(3 * used, total // 10):
-            self._pace_sleep(min(60.0, 60.0 * used / total))
+        pace(response, self._pace_sleep)
 
-    def _list_all(self, path: str, key: str, params: dict | None = None) -> Iterator[tuple[list, int]]:
+    def _list_all(self, path: str, key: str, params: dict | None = None) -> Iterator[list]:
         """Every page of a list endpoint, following rel="next" while the Link header is there."""
-        page = 1
-        while True:
-            items, response = self._get(path, {**(params or {}), "page": str(page),
-                                               "per_page": str(MAX_PAGE_SIZE)}, key)
-            next_page = _next_page(response, page)
-            yield items, page
-            if next_page is None:
-                return
-            page = next_page
+        def read(page: int) -> tuple[list, httpx.Response]:
+            return self._get(path, {**(params or {}), "page": str(page), "per_page": str(MAX_PAGE_SIZE)}, key)
+
+        for items, _ in LinkedPages().pages(read):
+            yield items
 
     def load_lookups(self) -> Lookups:
         lists = {}
         for key in REFERENCE_LISTS:
             if key in ("requesters", "agents") and not self.config["resolve_owner_emails"]:
                 continue
-            lists[key] = [item for items, _ in self._list_all(f"/api/v2/{key}", key) for item in items]
+            lists[key] = [item for items in self._list_all(f"/api/v2/{key}", key) for item in items]
         self.lookups = build_lookups(lists, self.config["asset_type_map"], self.config["state_map"])
         return self.lookups
 
@@ -389,10 +344,14 @@ class FreshserviceCMDBConnector(Connector):
             return False
         day = (since_at - timedelta(days=1)).strftime("%Y-%m-%d")
         query = f"\"updated_at:>'{day}'\""
-        greatest, seen, page = since, set(), 1
-        while True:
-            items, _ = self._get(ASSETS, {"filter": query, "include": "type_fields", "page": str(page)},
-                                        "assets")
+        greatest, seen = since, set()
+        # A short page is the last; a full 40th page is the filter's ceiling, whatever follows.
+        pages = PageNumberPaginator(vendor=VENDOR, page_size=FILTER_PAGE_SIZE)
+
+        def read(page: int) -> list:
+            return self._get(ASSETS, {"filter": query, "include": "type_fields", "page": str(page)}, "assets")[0]
+
+        for items in pages.pages(read):
             records = []
             for raw in items:
                 updated = _updated(raw)
@@ -405,32 +364,29 @@ class FreshserviceCMDBConnector(Connector):
                     seen.add(key)
                 records.append(raw)
                 greatest = _greater(greatest, raw)
-            full = len(items) >= FILTER_PAGE_SIZE
-            if full and page >= FILTER_MAX_PAGES:
+            full = not pages.finished
+            if full and pages.current > FILTER_MAX_PAGES:
                 # The ceiling: there may be more changes than the filter can show. Read the full list.
                 yield Page(records=records, resume={"since": since, "list": 1, "greatest": greatest},
                            cursor=None)
                 return False
             yield Page(records=records, resume={"since": since} if full else None,
                        cursor=None if full else greatest)
-            if not full:
-                return True
-            page += 1
+        return True
 
     def _fetch_list(self, page: int, greatest: str | None) -> Iterator[Page]:
         per_page = self.config["page_size"]
-        while True:
-            records, response = self._get(
-                ASSETS, {"include": "type_fields", "page": str(page), "per_page": str(per_page)}, "assets"
-            )
+        pages = LinkedPages(page)
+
+        def read(number: int) -> tuple[list, httpx.Response]:
+            return self._get(ASSETS, {"include": "type_fields", "page": str(number), "per_page": str(per_page)},
+                             "assets")
+
+        for records, _ in pages.pages(read):
             for raw in records:
                 greatest = _greater(greatest, raw)
-            next_page = _next_page(response, page)
-            resume = {"list": next_page, "greatest": greatest} if next_page is not None else None
+            resume = None if pages.finished else {"list": pages.current, "greatest": greatest}
             yield Page(records=records, resume=resume, cursor=greatest)
-            if next_page is None:
-                return
-            page = next_page
 
     def still_present(self, external_ids: list[str]) -> set[str]:
         """One GET per display_id (1 credit without include): only for a handful of candidates, which is what
@@ -455,22 +411,6 @@ class FreshserviceCMDBConnector(Connector):
     def external_id(self, raw: Any) -> str:
         value = raw.get("display_id") if isinstance(raw, dict) else None
         return str(value) if _id(value) is not None else ""
-
-
-def _header_int(response: httpx.Response, name: str) -> int | None:
-    value = response.headers.get(name, "").strip()
-    return int(value) if value.isdigit() else None
-
-
-def _next_page(response: httpx.Response, page: int) -> int | None:
-    """rel="next" of the Link header; no header (or no next) means this was the last page."""
-    next_link = response.links.get("next") if "link" in response.headers else None
-    if not next_link:
-        return None
-    pages = httpx.URL(next_link["url"]).params.get("page", "")
-    if not pages.isdigit() or int(pages) <= page:
-        raise PermanentError("the Link header's next page does not move forward")
-    return int(pages)
 
 
 def _updated(raw: Any) -> datetime | None:

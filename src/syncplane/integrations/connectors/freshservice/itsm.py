@@ -1,7 +1,7 @@
 """Freshservice ITSM: CAB change requests through the v2 changes API (see shared/api-notes/freshservice-itsm.md).
 
 Auth: the API key of an agent as the Basic user name, "X" as the password, exactly as the CMDB connector
-(`FreshserviceKeyAuth`); the key is the secret `api_key` credential of auth type "api_key". Assets and
+(`FreshserviceKeyAuth`, common.py); the key is the secret `api_key` credential of auth type "api_key". Assets and
 changes share one account, one base URL and one per-minute, account-wide credit budget.
 
 Calls:
@@ -84,31 +84,23 @@ from typing import Any
 
 import httpx
 
-from syncplane.changes.choices import ChangeState
 from syncplane.integrations.base import ConnectionResult, ConnectorContext, Page
 from syncplane.integrations.choices import AuthType, Category, SystemType
-from syncplane.integrations.connectors.freshservice.cmdb import (
-    FreshserviceKeyAuth,
-    _header_int,
-    _next_page,
+from syncplane.integrations.connectors.freshservice.common import (
+    MAX_PAGE_SIZE,
+    LinkedPages,
+    freshservice_client,
+    pace,
     parse_time,
 )
 from syncplane.integrations.errors import ConfigurationError, PermanentError, RecordError
-from syncplane.integrations.http import HttpClient
-from syncplane.integrations.itsm import (
-    RISK_BANDS,
-    ApprovalDecision,
-    ChangeDraft,
-    ExternalChange,
-    ItsmConnector,
-    risk_band,
-)
+from syncplane.integrations.itsm import RISK_BANDS, ItsmConnector, risk_band
+from syncplane.integrations.records import ApprovalDecision, ChangeDraft, ChangeState, ExternalChange
 from syncplane.integrations.registry import register
 
 logger = logging.getLogger("syncplane.integrations.freshservice_itsm")
 
 CHANGES = "/api/v2/changes"
-MAX_PAGE_SIZE = 100
 EPOCH = "1970-01-01T00:00:00Z"  # updated_since for "every change": without it the list shows 30 days only
 SINGLE_READ_MAX = 2  # up to this many ids, GET /changes/{id} each is cheaper than paging the list
 
@@ -327,15 +319,7 @@ class FreshserviceITSMConnector(ItsmConnector):
 
     def __init__(self, context: ConnectorContext, *, pace_sleep=time.sleep, clock=None):
         super().__init__(context)
-        if context.auth_type != AuthType.API_KEY:
-            raise ConfigurationError("Freshservice takes an agent's API key: use auth type api_key")
-        self.client = HttpClient(
-            context.base_url.rstrip("/"),
-            auth=FreshserviceKeyAuth(context.credential("api_key")),
-            timeout=self.config["timeout_seconds"],
-            rate_limit_per_second=self.config["rate_limit_per_second"],
-            secrets=context.secret_values(),
-        )
+        self.client = freshservice_client(context, self.config)
         self._pace_sleep = pace_sleep
         self._clock = clock or (lambda: datetime.now(UTC))
         self._requester_id: int | None = self.config["requester_id"]
@@ -360,26 +344,20 @@ class FreshserviceITSMConnector(ItsmConnector):
         return value
 
     def _pace(self, response: httpx.Response) -> None:
-        """The per-minute budget is shared by the whole account: when few credits are left, spread the rest
-        at the plan's sustained rate instead of running into a 429 with a long Retry-After."""
-        total = _header_int(response, "X-Ratelimit-Total")
-        remaining = _header_int(response, "X-Ratelimit-Remaining")
-        used = _header_int(response, "X-Ratelimit-Used-CurrentRequest") or 1
-        if total and remaining is not None and remaining <= max(3 * used, total // 10):
-            self._pace_sleep(min(60.0, 60.0 * used / total))
+        pace(response, self._pace_sleep)
 
     def _list_pages(self, since: str, page: int = 1) -> Iterator[tuple[list[dict], int | None]]:
         """(changes of one list page, next page number or None), newest first, from `page` on."""
         per_page = self.config["page_size"]
-        while True:
+
+        def read(number: int) -> tuple[list[dict], httpx.Response]:
             response = self.client.get(CHANGES, params=self._scoped(
-                {"updated_since": since, "page": str(page), "per_page": str(per_page)}))
-            changes = self._body(response, "changes", list)
-            next_page = _next_page(response, page)
-            yield changes, next_page
-            if next_page is None:
-                return
-            page = next_page
+                {"updated_since": since, "page": str(number), "per_page": str(per_page)}))
+            return self._body(response, "changes", list), response
+
+        pages = LinkedPages(page)
+        for changes, _ in pages.pages(read):
+            yield changes, None if pages.finished else pages.current
 
     def _read_one(self, external_id: str) -> dict | None:
         response = self.client.get(f"{CHANGES}/{external_id}", expected=(200, 404))

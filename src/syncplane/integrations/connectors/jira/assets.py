@@ -28,6 +28,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from syncplane.core.normalize import normalize_mac
 from syncplane.integrations.base import (
     ConnectionResult,
     Connector,
@@ -39,8 +40,9 @@ from syncplane.integrations.base import (
 from syncplane.integrations.choices import AuthType, Capability, Category, RecordKind, SystemType
 from syncplane.integrations.errors import ConfigurationError, PermanentError, RecordError
 from syncplane.integrations.http import HttpClient
+from syncplane.integrations.paging import OffsetPaginator
+from syncplane.integrations.records import AssetAttributes, AssetStatus, AssetType
 from syncplane.integrations.registry import register
-from syncplane.inventory.normalize import normalize_mac
 
 CLOUD_API = "https://api.atlassian.com"
 CLOUD_PATH = "/jsm/assets/workspace/{workspaceId}/v1"
@@ -96,9 +98,8 @@ MAPPABLE_FIELDS = (
     "name", "status", "serial_number", "asset_tag", "manufacturer", "model", "hostname", "fqdn", "ip_address",
     "mac_address", "operating_system", "os_version", "owner_email", "location", "department", "last_seen_at",
 )
-ASSET_TYPES = ("laptop", "desktop", "server", "virtual_machine", "mobile", "tablet", "network_device", "printer",
-               "container_image", "other")
-STATUSES = ("active", "in_stock", "in_maintenance", "retired", "disposed", "unknown")
+ASSET_TYPES = tuple(AssetType.values)
+STATUSES = tuple(AssetStatus.values)
 STATUS_TYPE, REFERENCE_TYPE, USER_TYPE, GROUP_TYPE = 7, 1, 2, 4
 
 
@@ -225,7 +226,7 @@ def map_object(
 
     last_seen = parse_instant(found.get("last_seen_at"), "Last Seen") if found.get("last_seen_at") else None
     status_name = found.get("status", "")
-    attributes_out = {
+    attributes_out: AssetAttributes = {
         "name": found.get("name") or str(raw.get("label") or "").strip(),
         "asset_type": type_map.get(object_type["name"].strip().casefold(), "other"),
         "status": status_map.get(status_name.casefold(), "unknown") if status_name else "unknown",
@@ -267,6 +268,17 @@ def _name_map_schema(targets: tuple[str, ...], default: dict, description: str) 
 
 
 # ---------------------------------------------------------------------------------------------- connector
+
+
+class AqlPaginator(OffsetPaginator):
+    """startAt of an AQL search: where `_search` says the next page starts, until it says isLast. A page is
+    what `_search` answers."""
+
+    def __init__(self, page_size: int):
+        super().__init__(page_size, vendor="Jira Assets")
+
+    def next_token(self, page: dict) -> int | None:
+        return None if page["isLast"] else page["next"]
 
 
 @register
@@ -446,6 +458,10 @@ class JiraAssetsConnector(Connector):
         return {"values": values, "objectTypeAttributes": body.get("objectTypeAttributes"), "isLast": is_last,
                 "total": total if isinstance(total, int) else None, "next": page * limit}
 
+    def _pages(self, query: str, limit: int, *, attributes: bool = True) -> Iterator[dict]:
+        """Every page of an AQL search, `limit` objects each."""
+        return AqlPaginator(limit).pages(lambda start: self._search(query, start, limit, attributes=attributes))
+
     def _name_attributes(self, page: dict) -> None:
         """Write each attribute's name into it (objectTypeAttribute), asking for a type's attributes once."""
         self._names.update(attribute_names(page["objectTypeAttributes"]))
@@ -483,10 +499,9 @@ class JiraAssetsConnector(Connector):
         # or vanish between the crash and the resume, change markers do not.
         marker = resume.get("since") if resume else (cursor if mode == "incremental" else None)
         since = parse_instant(marker, "cursor") if marker else None
-        query, start, limit = self.aql(since), 0, self.config["page_size"]
+        query, limit = self.aql(since), self.config["page_size"]
         greatest = since
-        while True:
-            page = self._search(query, start, limit)
+        for page in self._pages(query, limit):
             self._name_attributes(page)
             records = []
             for raw in page["values"]:
@@ -502,22 +517,14 @@ class JiraAssetsConnector(Connector):
             marker = greatest.isoformat(timespec="milliseconds") if greatest else None
             yield Page(records=records, resume=None if page["isLast"] else {"since": marker}, cursor=marker,
                        total=page["total"])
-            if page["isLast"]:
-                return
-            start = page["next"]
 
     def still_present(self, external_ids: list[str]) -> set[str]:
         present: set[str] = set()
         ids = [i for i in external_ids if i.isdigit()]
         for offset in range(0, len(ids), LOOKUP_BATCH):
             batch = ids[offset : offset + LOOKUP_BATCH]
-            query, start = f"objectId in ({', '.join(batch)})", 0
-            while True:
-                page = self._search(query, start, len(batch), attributes=False)
+            for page in self._pages(f"objectId in ({', '.join(batch)})", len(batch), attributes=False):
                 present.update(str(raw.get("id")) for raw in page["values"] if isinstance(raw, dict))
-                if page["isLast"]:
-                    break
-                start = page["next"]
         return present
 
     def map_record(self, raw: dict) -> MappedRecord:

@@ -70,7 +70,6 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from syncplane.changes.choices import ChangeState
 from syncplane.integrations.base import ConnectionResult, ConnectorContext, Page, build_auth
 from syncplane.integrations.choices import AuthType, Category, SystemType
 from syncplane.integrations.errors import (
@@ -81,18 +80,14 @@ from syncplane.integrations.errors import (
     TransientError,
 )
 from syncplane.integrations.http import HttpClient
-from syncplane.integrations.itsm import (
-    RISK_BANDS,
-    ApprovalDecision,
-    ChangeDraft,
-    ExternalChange,
-    ItsmConnector,
-    risk_band,
-)
+from syncplane.integrations.itsm import RISK_BANDS, ItsmConnector, risk_band
+from syncplane.integrations.paging import CursorPaginator
+from syncplane.integrations.records import ApprovalDecision, ChangeDraft, ChangeState, ExternalChange
 from syncplane.integrations.registry import register
 
 logger = logging.getLogger("syncplane.integrations.jira_service_management")
 
+VENDOR = "Jira Service Management"
 ISSUE = "/rest/api/3/issue"
 SEARCH = "/rest/api/3/search/jql"
 FIELDS = "/rest/api/3/field"
@@ -366,18 +361,15 @@ class JiraServiceManagementConnector(ItsmConnector):
             raise PermanentError(f"POST {SEARCH} answered without an issues list")
         next_token = answer.get("nextPageToken")
         last = answer.get("isLast") is True or not next_token or not issues
-        if not last and next_token == token:
-            raise PermanentError(f"POST {SEARCH} answered the same nextPageToken twice")
         return {"issues": issues, "next": None if last else next_token}
 
+    def _pages(self, jql: str) -> Iterator[dict]:
+        """Every page of a search, following nextPageToken (a repeated token fails the run)."""
+        return CursorPaginator(vendor=VENDOR, key="next").pages(lambda token: self._search(jql, token))
+
     def _search_all(self, jql: str) -> Iterator[dict]:
-        token = None
-        while True:
-            page = self._search(jql, token)
+        for page in self._pages(jql):
             yield from page["issues"]
-            token = page["next"]
-            if token is None:
-                return
 
     def _read_issue(self, external_id: str) -> dict | None:
         response = self.client.get(f"{ISSUE}/{external_id}", params={"fields": ",".join(self._read_fields())},
@@ -551,9 +543,8 @@ class JiraServiceManagementConnector(ItsmConnector):
             jql += f' AND updated >= "{start.strftime(JQL_DATE)}"'
         jql += " ORDER BY updated ASC, id ASC"
         self.resolve_fields()
-        greatest, token = since, None
-        while True:
-            page = self._search(jql, token)
+        greatest = since
+        for page in self._pages(jql):
             records = []
             for raw in page["issues"]:
                 try:
@@ -566,10 +557,7 @@ class JiraServiceManagementConnector(ItsmConnector):
                     greatest = updated
                 records.append(raw)
             marker = greatest.isoformat(timespec="milliseconds") if greatest else None
-            token = page["next"]
-            yield Page(records=records, resume=None if token is None else {"since": marker}, cursor=marker)
-            if token is None:
-                return
+            yield Page(records=records, resume=None if page["next"] is None else {"since": marker}, cursor=marker)
 
     def map_change(self, raw: dict) -> ExternalChange:
         if not isinstance(raw, dict):

@@ -66,6 +66,8 @@ from syncplane.integrations.errors import (
     TransientError,
 )
 from syncplane.integrations.http import HttpClient, extract_vendor_message
+from syncplane.integrations.paging import DeltaLinkPaginator
+from syncplane.integrations.records import AssetAttributes, DirectoryDevice, DirectoryGroup, DirectoryUser
 from syncplane.integrations.registry import register
 from syncplane.integrations.secrets import Redactor
 
@@ -325,24 +327,18 @@ class EntraIDConnector(Connector):
             else:
                 url = stored.get(stream) or f"/{stream}/delta?$select={SELECT[stream]}"
             last_stream = position == len(streams) - 1
-            while True:
-                body = self._get_page(url)
+            chain = DeltaLinkPaginator(url, vendor=f"Entra ID ({stream})")
+            for body in chain.pages(self._get_page):
                 records = [_tagged(item, stream) for item in body["value"] if isinstance(item, dict)]
-                next_link = body.get("@odata.nextLink")
-                if next_link:
-                    yield Page(records=records, resume={"stream": stream, "next": next_link, "links": links})
-                    url = next_link
+                if not chain.finished:
+                    yield Page(records=records, resume={"stream": stream, "next": chain.current, "links": links})
                     continue
-                delta_link = body.get("@odata.deltaLink")
-                if not delta_link:
-                    raise PermanentError(f"Entra ID: a {stream} delta page has neither a nextLink nor a deltaLink")
-                links = {**links, stream: delta_link}
+                links = {**links, stream: chain.delta_link}
                 if last_stream:
                     yield Page(records=records, resume=None, cursor=links)
                 else:
                     following = streams[position + 1]
                     yield Page(records=records, resume={"stream": following, "next": None, "links": links})
-                break
 
     def map_record(self, raw: dict) -> MappedRecord:
         return map_directory_object(raw)
@@ -365,6 +361,7 @@ def map_directory_object(raw: Any) -> MappedRecord:
         raise RecordError("record has no id")
     kind = raw.get("@odata.type")
     removed = "@removed" in raw
+    attributes: DirectoryUser | DirectoryGroup | DirectoryDevice
     if kind == ODATA_TYPE["users"]:
         attributes = map_user(raw)
     elif kind == ODATA_TYPE["groups"]:
@@ -388,9 +385,9 @@ def _text(raw: dict, name: str) -> str:
     return value.strip()
 
 
-def map_user(raw: dict) -> dict:
+def map_user(raw: dict) -> DirectoryUser:
     """Only the properties the item carries: in a delta, an absent one is unchanged."""
-    attributes: dict[str, Any] = {"kind": "user", "dn": ""}
+    attributes: DirectoryUser = {"kind": "user", "dn": ""}
     if "userPrincipalName" in raw:
         username = _text(raw, "userPrincipalName").lower()
         if not username:
@@ -408,8 +405,8 @@ def map_user(raw: dict) -> dict:
     return attributes
 
 
-def map_group(raw: dict) -> dict:
-    attributes: dict[str, Any] = {"kind": "group", "dn": "", "member_ref": "external_id", "members": None,
+def map_group(raw: dict) -> DirectoryGroup:
+    attributes: DirectoryGroup = {"kind": "group", "dn": "", "member_ref": "external_id", "members": None,
                                   "members_added": [], "members_removed": []}
     if "displayName" in raw:
         attributes["name"] = _text(raw, "displayName")
@@ -421,7 +418,7 @@ def map_group(raw: dict) -> dict:
     return attributes
 
 
-def map_device(raw: dict) -> dict:
+def map_device(raw: dict) -> AssetAttributes:
     name = _text(raw, "displayName")
     os_raw = _text(raw, "operatingSystem")
     os_name, asset_type = DEVICE_TYPES.get(os_raw.lower(), (os_raw, "other"))

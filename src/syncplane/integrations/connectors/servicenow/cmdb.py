@@ -1,8 +1,7 @@
 """ServiceNow CMDB, read through the Table API.
 
-Auth: Basic, or OAuth 2.0 against the instance's own /oauth_token.do (password or client-credentials grant).
-Paging: sysparm_limit / sysparm_offset, following the Link header's rel="next" verbatim; X-Total-Count is
-the fallback stop signal when the header is suppressed. Short pages are normal (ACLs apply after the limit).
+Auth and paging: the Table API's, in common.py (Basic or the instance's OAuth; sysparm_offset following the
+Link header, X-Total-Count as the fallback).
 Streams: one table (default cmdb_ci_computer, rows of every subclass), ordered by sys_updated_on, sys_id.
 Incremental: sys_updated_on >= the greatest raw value of the last run; the boundary rows come back again
 and are unchanged by fingerprint. A run resumed after a crash restarts the same way from its checkpoint.
@@ -12,27 +11,27 @@ Every value comes as {"display_value", "value"}: codes and dates from "value" (d
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterator
-from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
 
 import httpx
 
-from syncplane.integrations.base import (
-    ConnectionResult,
-    Connector,
-    ConnectorContext,
-    MappedRecord,
-    Page,
-    build_auth,
+from syncplane.core.normalize import normalize_mac
+from syncplane.integrations.base import ConnectionResult, Connector, ConnectorContext, MappedRecord, Page
+from syncplane.integrations.choices import Capability, Category, RecordKind, SystemType
+from syncplane.integrations.connectors.servicenow.common import (
+    AUTH_TYPES,
+    LOOKUP_BATCH,
+    ORDER,
+    TableApiPaginator,
+    parse_instance_date,
+    table_api_client,
+    total,
+    value,
 )
-from syncplane.integrations.choices import AuthType, Capability, Category, RecordKind, SystemType
 from syncplane.integrations.errors import PermanentError, RecordError
-from syncplane.integrations.http import HttpClient
+from syncplane.integrations.records import AssetAttributes
 from syncplane.integrations.registry import register
-from syncplane.inventory.normalize import normalize_mac
 
 FIELDS = (
     "sys_id", "name", "sys_class_name", "serial_number", "asset_tag", "manufacturer", "model_id", "host_name",
@@ -40,9 +39,6 @@ FIELDS = (
     "department", "install_status", "operational_status", "virtual", "form_factor", "last_discovered",
     "sys_created_on", "sys_updated_on",
 )
-ORDER = "ORDERBYsys_updated_on^ORDERBYsys_id"
-LOOKUP_BATCH = 100  # sys_ids per `sys_idIN` lookup: keeps the URL well under common limits
-DATE_FORMAT = "%Y-%m-%d %H:%M:%S"
 
 # install_status code -> canonical status (runbook: docs/runbooks/integration-setup.md)
 INSTALL_STATUS = {
@@ -60,18 +56,6 @@ FORM_FACTORS = {"laptop": "laptop", "notebook": "laptop", "desktop": "desktop", 
 VIRTUAL_CLASSES = ("cmdb_ci_vm_instance", "cmdb_ci_vmware_instance")
 
 
-def value(raw: dict, name: str) -> str:
-    """The raw value of a field, whatever shape sysparm_display_value gave it; "" means empty."""
-    field = raw.get(name, "")
-    if type(field) is dict:  # noqa: E721 - exact type checks: this runs ~20 times per record
-        field = field.get("value", "")
-    if type(field) is str:  # noqa: E721
-        return field.strip()
-    if field is None:
-        return ""
-    raise RecordError(f"field {name} is not a string: {type(field).__name__}")
-
-
 def display(raw: dict, name: str) -> str:
     field = raw.get(name, "")
     if type(field) is dict:  # noqa: E721
@@ -79,21 +63,6 @@ def display(raw: dict, name: str) -> str:
     if type(field) is str:  # noqa: E721
         return field.strip()
     raise RecordError(f"field {name} is not a string: {type(field).__name__}")
-
-
-_INSTANCE_DATE = re.compile(r"\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}")
-
-
-def parse_instance_date(text: str, name: str) -> datetime | None:
-    """A raw instance date (UTC, "YYYY-MM-DD HH:MM:SS"). fromisoformat is ~20x faster than strptime."""
-    if not text:
-        return None
-    try:
-        if not _INSTANCE_DATE.fullmatch(text):
-            raise ValueError
-        return datetime.fromisoformat(text).replace(tzinfo=UTC)
-    except ValueError:
-        raise RecordError(f"field {name} is not a date in {DATE_FORMAT} form: {text[:40]!r}") from None
 
 
 def asset_type(raw: dict) -> str:
@@ -114,7 +83,7 @@ def map_computer(raw: dict) -> MappedRecord:
         raise RecordError("record has no sys_id")
     parse_instance_date(value(raw, "sys_updated_on"), "sys_updated_on")
     last_discovered = parse_instance_date(value(raw, "last_discovered"), "last_discovered")
-    attributes = {
+    attributes: AssetAttributes = {
         "name": value(raw, "name"),
         "asset_type": asset_type(raw),
         "status": INSTALL_STATUS.get(value(raw, "install_status"), "unknown"),
@@ -142,7 +111,7 @@ class ServiceNowCMDBConnector(Connector):
     category = Category.CMDB
     display_name = "ServiceNow CMDB"
     record_kind = RecordKind.ASSET
-    auth_types = (AuthType.BASIC, AuthType.OAUTH2_PASSWORD, AuthType.OAUTH2_CLIENT_CREDENTIALS)
+    auth_types = AUTH_TYPES
     capabilities = frozenset({
         Capability.TEST_CONNECTION, Capability.FULL, Capability.INCREMENTAL, Capability.DRY_RUN, Capability.LOOKUP,
     })
@@ -172,14 +141,7 @@ class ServiceNowCMDBConnector(Connector):
 
     def __init__(self, context: ConnectorContext):
         super().__init__(context)
-        base = context.base_url.rstrip("/")
-        self.client = HttpClient(
-            base,
-            auth=build_auth(context, token_url=f"{base}/oauth_token.do"),
-            timeout=self.config["timeout_seconds"],
-            rate_limit_per_second=self.config["rate_limit_per_second"],
-            secrets=context.secret_values(),
-        )
+        self.client = table_api_client(context, self.config)
         self.table_path = f"/api/now/v2/table/{self.config['table']}"
 
     def close(self) -> None:
@@ -212,32 +174,28 @@ class ServiceNowCMDBConnector(Connector):
 
     def test_connection(self) -> ConnectionResult:
         _, response = self._get(self._params(self._query(None), 0, 1) | {"sysparm_fields": "sys_id"})
-        total = response.headers.get("X-Total-Count")
+        visible = response.headers.get("X-Total-Count")
         return ConnectionResult(
             ok=True,
             message=f"Connected to {self.config['table']}"
-            + (f": {total} records visible." if total is not None else "."),
-            details={"table": self.config["table"], "total": int(total) if total and total.isdigit() else None},
+            + (f": {visible} records visible." if visible is not None else "."),
+            details={"table": self.config["table"], "total": int(visible) if visible and visible.isdigit() else None},
         )
 
     def fetch(self, mode: str, cursor: Any = None, resume: dict | None = None) -> Iterator[Page]:
         # A resumed run continues from the last committed change marker rather than an offset: offsets
         # shift when records change or vanish between the crash and the resume, change markers do not.
         since = resume.get("since") if resume else (cursor if mode == "incremental" else None)
-        query, offset, limit = self._query(since), 0, self.config["page_size"]
+        query, limit = self._query(since), self.config["page_size"]
         greatest = since
-        while True:
-            records, response = self._get(self._params(query, offset, limit))
+        pages = TableApiPaginator(limit)
+        for records, response in pages.pages(lambda offset: self._get(self._params(query, offset, limit))):
             for raw in records:
                 updated = value(raw, "sys_updated_on") if isinstance(raw, dict) else ""
                 if updated and (greatest is None or updated > greatest):
                     greatest = updated
-            next_offset = self._next_offset(response, offset, limit)
-            resume_token = {"since": greatest} if next_offset is not None else None
-            yield Page(records=records, resume=resume_token, cursor=greatest, total=_total(response))
-            if next_offset is None:
-                return
-            offset = next_offset
+            resume_token = None if pages.finished else {"since": greatest}
+            yield Page(records=records, resume=resume_token, cursor=greatest, total=total(response))
 
     def still_present(self, external_ids: list[str]) -> set[str]:
         present = set()
@@ -248,22 +206,6 @@ class ServiceNowCMDBConnector(Connector):
             present.update(value(raw, "sys_id") for raw in records if isinstance(raw, dict))
         return present
 
-    @staticmethod
-    def _next_offset(response: httpx.Response, offset: int, limit: int) -> int | None:
-        """Where the next page starts: rel="next" when the Link header is there, else X-Total-Count."""
-        if "link" in response.headers:
-            next_link = response.links.get("next")
-            if not next_link:
-                return None
-            offsets = parse_qs(urlsplit(next_link["url"]).query).get("sysparm_offset", [])
-            if not offsets or not offsets[0].lstrip("-").isdigit() or int(offsets[0]) <= offset:
-                raise PermanentError("the Link header's next page does not move forward")
-            return int(offsets[0])
-        total = _total(response)
-        if total is None:
-            raise PermanentError("the answer has neither a Link header nor X-Total-Count: cannot page")
-        return offset + limit if offset + limit < total else None
-
     def map_record(self, raw: dict) -> MappedRecord:
         return map_computer(raw)
 
@@ -272,8 +214,3 @@ class ServiceNowCMDBConnector(Connector):
             return value(raw, "sys_id")[:255] if isinstance(raw, dict) else ""
         except RecordError:
             return ""
-
-
-def _total(response: httpx.Response) -> int | None:
-    total = response.headers.get("X-Total-Count", "")
-    return int(total) if re.fullmatch(r"\d+", total) else None

@@ -20,7 +20,8 @@ Outbound:
 Inbound (record_kind "change"): the changes whose correlation_id starts with `correlation_prefix`,
 `sysparm_query=correlation_idSTARTSWITH<prefix>[^sys_updated_on>=<cursor>]^ORDERBYsys_updated_on^ORDERBYsys_id`,
 raw values (`sysparm_display_value=false`, reference links excluded, so references are bare sys_ids).
-Paging: sysparm_limit/sysparm_offset following the Link header's rel="next", X-Total-Count as the fallback.
+Paging: sysparm_limit/sysparm_offset following the Link header's rel="next", X-Total-Count as the fallback
+(common.py, shared with the CMDB connector).
 Each page's decided approvals come in one more request (`sysapprovalIN<page's sys_ids>^stateINapproved,rejected`)
 and ride along in the raw record under APPROVALS_KEY, so `map_change` stays pure. `get_changes` batches the
 same way: one `sys_idIN` request per 100 changes plus one approvals request.
@@ -56,13 +57,17 @@ from typing import Any
 
 import httpx
 
-from syncplane.changes.choices import ChangeState
-from syncplane.integrations.base import ConnectionResult, ConnectorContext, Page, build_auth
-from syncplane.integrations.choices import AuthType, Category, SystemType
-from syncplane.integrations.connectors.servicenow.cmdb import (
-    ServiceNowCMDBConnector,
-    _total,
+from syncplane.integrations.base import ConnectionResult, ConnectorContext, Page
+from syncplane.integrations.choices import Category, SystemType
+from syncplane.integrations.connectors.servicenow.common import (
+    AUTH_TYPES,
+    DATE_FORMAT,
+    LOOKUP_BATCH,
+    ORDER,
+    TableApiPaginator,
     parse_instance_date,
+    table_api_client,
+    total,
     value,
 )
 from syncplane.integrations.errors import (
@@ -72,8 +77,8 @@ from syncplane.integrations.errors import (
     PermanentError,
     RecordError,
 )
-from syncplane.integrations.http import HttpClient
-from syncplane.integrations.itsm import ApprovalDecision, ChangeDraft, ExternalChange, ItsmConnector, risk_band
+from syncplane.integrations.itsm import ItsmConnector, risk_band
+from syncplane.integrations.records import ApprovalDecision, ChangeDraft, ChangeState, ExternalChange
 from syncplane.integrations.registry import register
 
 logger = logging.getLogger("syncplane.integrations.servicenow_itsm")
@@ -88,10 +93,8 @@ APPROVAL_FIELDS = (
     "sys_id", "sysapproval", "approver", "approver.name", "approver.email", "state", "comments", "sys_updated_on",
 )
 APPROVALS_KEY = "sysapproval_approver"  # where a raw change record carries its decided approval rows
-ORDER = "ORDERBYsys_updated_on^ORDERBYsys_id"
-LOOKUP_BATCH = 100  # sys_ids per `sys_idIN` / `sysapprovalIN` query: keeps the URL well under common limits
+APPROVALS_PAGE = 1000  # approval rows per request: a page of changes has few
 CORRELATION_DISPLAY = "Syncplane"
-DATE_FORMAT = "%Y-%m-%d %H:%M:%S"
 SYS_ID = re.compile(r"[0-9a-f]{32}")
 
 # risk_score band (itsm.RISK_BANDS) -> change_request.risk; reading back: 1 -> 90, 2 -> 70, 3 -> 45, 4 -> 15.
@@ -203,7 +206,7 @@ class ServiceNowItsmConnector(ItsmConnector):
     system_type = SystemType.SERVICENOW_ITSM
     category = Category.ITSM
     display_name = "ServiceNow ITSM"
-    auth_types = (AuthType.BASIC, AuthType.OAUTH2_PASSWORD, AuthType.OAUTH2_CLIENT_CREDENTIALS)
+    auth_types = AUTH_TYPES
     # A business rule on change_request posts {"table", "sys_id", ...} through an outbound REST message that
     # carries the shared secret in a header (runbook: "ServiceNow ITSM", webhook).
     webhook_signature = "shared-secret"
@@ -266,13 +269,7 @@ class ServiceNowItsmConnector(ItsmConnector):
     def __init__(self, context: ConnectorContext):
         super().__init__(context)
         self.instance_url = context.base_url.rstrip("/")
-        self.client = HttpClient(
-            self.instance_url,
-            auth=build_auth(context, token_url=f"{self.instance_url}/oauth_token.do"),
-            timeout=self.config["timeout_seconds"],
-            rate_limit_per_second=self.config["rate_limit_per_second"],
-            secrets=context.secret_values(),
-        )
+        self.client = table_api_client(context, self.config)
         self.risk_codes = {**RISK_CODES, **self.config["risk_codes"]}
         self._group: tuple[str, str] | None = None  # (sys_id, name), resolved once
 
@@ -353,16 +350,13 @@ class ServiceNowItsmConnector(ItsmConnector):
         if not change_ids:
             return by_change
         query = f"sysapprovalIN{','.join(change_ids)}^stateINapproved,rejected^{ORDER}"
-        offset, limit = 0, 1000
-        while True:
-            rows, response = self._list("sysapproval_approver", query, APPROVAL_FIELDS, offset, limit)
+        pages = TableApiPaginator(APPROVALS_PAGE)
+        for rows, _ in pages.pages(
+                lambda offset: self._list("sysapproval_approver", query, APPROVAL_FIELDS, offset, APPROVALS_PAGE)):
             for row in rows:
                 if isinstance(row, dict) and value(row, "sysapproval") in by_change:
                     by_change[value(row, "sysapproval")].append(row)
-            next_offset = ServiceNowCMDBConnector._next_offset(response, offset, limit)
-            if next_offset is None:
-                return by_change
-            offset = next_offset
+        return by_change
 
     def _with_approvals(self, records: list) -> list:
         """The records, each carrying its decided approvals under APPROVALS_KEY (one request for all)."""
@@ -483,16 +477,16 @@ class ServiceNowItsmConnector(ItsmConnector):
     def test_connection(self) -> ConnectionResult:
         prefix = self.config["correlation_prefix"]
         _, response = self._list("change_request", f"correlation_idSTARTSWITH{prefix}", ("sys_id",), 0, 1)
-        total = _total(response)
+        changes = total(response)
         group = self.assignment_group()
         message = "Connected: change_request is readable" + (
-            f", {total} Syncplane change(s)" if total is not None else ""
+            f", {changes} Syncplane change(s)" if changes is not None else ""
         )
         message += f"; assignment group {group[1]} ({group[0]})." if group else "; no assignment group configured."
         return ConnectionResult(
             ok=True,
             message=message,
-            details={"changes": total, "assignment_group": group[0] if group else None},
+            details={"changes": changes, "assignment_group": group[0] if group else None},
         )
 
     def fetch(self, mode: str, cursor: Any = None, resume: dict | None = None) -> Iterator[Page]:
@@ -502,20 +496,20 @@ class ServiceNowItsmConnector(ItsmConnector):
         parts = [f"correlation_idSTARTSWITH{self.config['correlation_prefix']}"]
         if since:
             parts.append(f"sys_updated_on>={self._query_value(str(since), 'cursor')}")
-        query, offset, limit, greatest = "^".join([*parts, ORDER]), 0, self.config["page_size"], since
-        while True:
+        query, limit, greatest = "^".join([*parts, ORDER]), self.config["page_size"], since
+
+        def read(offset: int) -> tuple[list, httpx.Response]:
             records, response = self._list("change_request", query, CHANGE_FIELDS, offset, limit)
-            self._with_approvals(records)
+            return self._with_approvals(records), response
+
+        pages = TableApiPaginator(limit)
+        for records, response in pages.pages(read):
             for raw in records:
                 updated = _safe(raw, "sys_updated_on")
                 if updated and (greatest is None or updated > greatest):
                     greatest = updated
-            next_offset = ServiceNowCMDBConnector._next_offset(response, offset, limit)
-            resume_token = {"since": greatest} if next_offset is not None else None
-            yield Page(records=records, resume=resume_token, cursor=greatest, total=_total(response))
-            if next_offset is None:
-                return
-            offset = next_offset
+            resume_token = None if pages.finished else {"since": greatest}
+            yield Page(records=records, resume=resume_token, cursor=greatest, total=total(response))
 
     def map_change(self, raw: dict) -> ExternalChange:
         return map_change(raw, self.instance_url)
