@@ -5,16 +5,17 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from syncplane.changes import outbox, services
+from syncplane.changes import actions, delivery
 from syncplane.changes.choices import ChangeState
-from syncplane.changes.tasks import deliver_due_outbox_messages
+from syncplane.integrations import outbox
 from syncplane.integrations.errors import PermanentError, TransientError
 from syncplane.integrations.models import OutboxKind, OutboxMessage, OutboxStatus
+from syncplane.integrations.tasks import deliver_due_outbox_messages
 
 
 def submit(change, system, capture):
     with capture(execute=True):
-        services.submit(change, external_system=system)
+        actions.submit(change, external_system=system)
     change.refresh_from_db()
     return OutboxMessage.objects.get(kind=OutboxKind.CHANGE_CREATE, subject_id=str(change.pk))
 
@@ -87,7 +88,7 @@ def test_a_crash_after_the_create_call_does_not_create_twice(
         fake_system, fake_itsm, draft, monkeypatch, django_capture_on_commit_callbacks):
     """The worker dies (here: the save raises) after the ITSM tool created the change: the next delivery
     finds it by correlation id instead of creating a second one."""
-    real_adopt = outbox.adopt
+    real_adopt = delivery.adopt
     crashes = [RuntimeError("worker killed")]
 
     def adopt_once(*args, **kwargs):
@@ -95,7 +96,7 @@ def test_a_crash_after_the_create_call_does_not_create_twice(
             raise crashes.pop()
         return real_adopt(*args, **kwargs)
 
-    monkeypatch.setattr(outbox, "adopt", adopt_once)
+    monkeypatch.setattr(delivery, "adopt", adopt_once)
     change = draft()
     message = submit(change, fake_system, django_capture_on_commit_callbacks)
     assert change.external_key == ""  # the attempt was rolled back
@@ -123,8 +124,8 @@ def test_a_duplicate_delivery_sends_nothing(fake_system, fake_itsm, draft, djang
 
 def test_cancel_before_the_create_left_cancels_locally(fake_system, fake_itsm, draft):
     change = draft()
-    services.submit(change, external_system=fake_system)  # no on_commit run: the worker never got it
-    services.cancel(change, reason="not needed after all")
+    actions.submit(change, external_system=fake_system)  # no on_commit run: the worker never got it
+    actions.cancel(change, reason="not needed after all")
     cancel = OutboxMessage.objects.get(kind=OutboxKind.CHANGE_CANCEL)
     assert outbox.deliver(cancel.pk) == OutboxStatus.DELIVERED
     create = OutboxMessage.objects.get(kind=OutboxKind.CHANGE_CREATE)
@@ -137,7 +138,7 @@ def test_cancel_before_the_create_left_cancels_locally(fake_system, fake_itsm, d
 
 def test_a_stuck_message_is_picked_up_by_the_beat_job(fake_system, fake_itsm, draft):
     change = draft()
-    services.submit(change, external_system=fake_system)  # the on_commit task was lost with its worker
+    actions.submit(change, external_system=fake_system)  # the on_commit task was lost with its worker
     assert deliver_due_outbox_messages() == 0  # within the grace period the first task is still expected
     make_due(OutboxMessage.objects.get())
     assert deliver_due_outbox_messages() == 1
@@ -151,12 +152,12 @@ def test_a_worker_killed_mid_delivery_holds_the_message_until_its_lease_expires(
     other worker) off the message; once the lease has expired, the next delivery finds the change the dead
     one created instead of creating a second one."""
     change = draft()
-    services.submit(change, external_system=fake_system)
+    actions.submit(change, external_system=fake_system)
     message = OutboxMessage.objects.get()
-    assert outbox._claim(message.pk) is not None  # the worker took the message ...
+    assert outbox.claim(message.pk) is not None  # the worker took the message ...
     from syncplane.integrations.registry import build_connector
 
-    build_connector(fake_system).create_change(outbox.draft_of(change))  # ... the tool created it; the worker died
+    build_connector(fake_system).create_change(delivery.draft_of(change))  # ... the tool created it; the worker died
     make_due(message)
     assert outbox.deliver(message.pk) == "skipped"  # a duplicate task while the lease holds
     assert deliver_due_outbox_messages() == 0
@@ -171,10 +172,10 @@ def test_a_worker_killed_mid_delivery_holds_the_message_until_its_lease_expires(
 
 def test_a_cancel_waits_for_a_create_that_is_being_sent(fake_system, fake_itsm, draft):
     change = draft()
-    services.submit(change, external_system=fake_system)
+    actions.submit(change, external_system=fake_system)
     create = OutboxMessage.objects.get(kind=OutboxKind.CHANGE_CREATE)
-    outbox._claim(create.pk)  # a worker is sending the create right now
-    services.cancel(change, reason="not needed")
+    outbox.claim(create.pk)  # a worker is sending the create right now
+    actions.cancel(change, reason="not needed")
     cancel = OutboxMessage.objects.get(kind=OutboxKind.CHANGE_CANCEL)
     assert outbox.deliver(cancel.pk) == OutboxStatus.PENDING  # deferred, not failed, and not counted
     cancel.refresh_from_db()

@@ -7,14 +7,14 @@ import random
 import httpx
 import pytest
 
-from syncplane.changes import outbox
+from syncplane.changes import delivery
 from syncplane.changes.choices import ChangeState
 from syncplane.changes.models import ApprovalRecord, ChangeEvent, ChangeRequest
-from syncplane.changes.tasks import deliver_due_outbox_messages
 from syncplane.integrations.choices import AuthType, SystemType
 from syncplane.integrations.engine import run_sync, start_sync
 from syncplane.integrations.models import ExternalSystem, OutboxMessage, OutboxStatus
 from syncplane.integrations.secrets import to_reference
+from syncplane.integrations.tasks import deliver_due_outbox_messages
 
 SECRET = "servicenow-hook-secret"
 URL = "/api/v1/changes/"
@@ -228,7 +228,7 @@ def test_server_errors_without_retry_after_are_retried_too(
 
 def test_a_crash_between_create_and_save_still_makes_one_change(
         operator, itsm, cab, monkeypatch, django_capture_on_commit_callbacks):
-    real_adopt = outbox.adopt
+    real_adopt = delivery.adopt
     crashes = [RuntimeError("worker killed between the create call and the commit")]
 
     def adopt_once(*args, **kwargs):
@@ -236,7 +236,7 @@ def test_a_crash_between_create_and_save_still_makes_one_change(
             raise crashes.pop()
         return real_adopt(*args, **kwargs)
 
-    monkeypatch.setattr(outbox, "adopt", adopt_once)
+    monkeypatch.setattr(delivery, "adopt", adopt_once)
     change = submit(operator, django_capture_on_commit_callbacks, itsm)
     assert change.external_key == ""
     assert len(cab.changes()) == 1  # created in ServiceNow, not known in Syncplane

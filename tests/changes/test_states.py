@@ -2,7 +2,7 @@ import pytest
 from django.db import connection, transaction
 from django.db.utils import DatabaseError
 
-from syncplane.changes import services
+from syncplane.changes import actions
 from syncplane.changes.choices import ChangeState as S
 from syncplane.changes.models import ApprovalRecord, ChangeEvent, ImmutableEvidence
 from syncplane.changes.states import FINAL_STATES, TRANSITIONS, IllegalTransition, check_transition, path_to
@@ -45,16 +45,16 @@ def test_path_to_walks_forward_only(current, target, path):
 def test_model_refuses_an_illegal_step(fake_system, draft):
     change = draft()
     with pytest.raises(IllegalTransition, match="from cancelled to cancelled"):
-        services.cancel(services.cancel(change))  # cancelled is final: the second cancel is refused
+        actions.cancel(actions.cancel(change))  # cancelled is final: the second cancel is refused
     change.refresh_from_db()
     assert change.state == S.CANCELLED
     with pytest.raises(IllegalTransition, match="cannot go from cancelled to submitted"):
-        services.submit(change, external_system=fake_system)
+        actions.submit(change, external_system=fake_system)
 
 
 @pytest.mark.django_db
 def test_events_are_immutable_in_the_model_and_in_the_database(draft, fake_system):
-    change = services.cancel(draft(), reason="not needed")
+    change = actions.cancel(draft(), reason="not needed")
     event = ChangeEvent.objects.get(change=change)
     event.detail = "rewritten"
     with pytest.raises(ImmutableEvidence):

@@ -7,10 +7,10 @@ import json
 
 import pytest
 
-from syncplane.changes import services
+from syncplane.changes import actions
 from syncplane.changes.choices import ChangeState
+from syncplane.changes.delivery import draft_of
 from syncplane.changes.models import ApprovalRecord, ChangeEvent
-from syncplane.changes.outbox import draft_of
 from syncplane.integrations.choices import SyncMode
 from syncplane.integrations.engine import run_sync, start_sync
 from syncplane.integrations.models import ExternalSystem
@@ -27,7 +27,7 @@ APPROVAL = {"external_id": "appr-1", "approver": "cab.manager", "decision": "app
 def submitted(fake_system, draft, django_capture_on_commit_callbacks):
     change = draft()
     with django_capture_on_commit_callbacks(execute=True):
-        services.submit(change, external_system=fake_system)
+        actions.submit(change, external_system=fake_system)
     change.refresh_from_db()
     assert change.external_key == "ext-1"
     return change
@@ -84,7 +84,7 @@ def test_unknown_changes_are_counted_unchanged_and_nothing_is_deleted(fake_syste
 
 def test_a_create_whose_answer_was_lost_is_adopted_by_its_correlation_id(fake_system, fake_itsm, draft):
     change = draft()
-    services.submit(change, external_system=fake_system)  # the outbox has not delivered (yet)
+    actions.submit(change, external_system=fake_system)  # the outbox has not delivered (yet)
     connector = build_connector(fake_system)
     connector.create_change(draft_of(change))  # the create reached the tool; its answer never came back
     poll(fake_system)

@@ -9,11 +9,13 @@ class ChangesConfig(AppConfig):
     def ready(self):
         from django.db.models.signals import post_migrate
 
+        from syncplane.changes.delivery import register_handlers
         from syncplane.changes.sink import ChangeSink
         from syncplane.integrations.choices import RecordKind
         from syncplane.integrations.sinks import register_sink
 
         register_sink(RecordKind.CHANGE, ChangeSink)
+        register_handlers()
         post_migrate.connect(_reinstall_evidence_triggers, sender=self)
 
 

@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from syncplane.changes.choices import ChangeState, Decision
+from syncplane.changes.external import ChangeUpdate, external_from_attributes, plan_updates, write_updates
 from syncplane.changes.models import EventSource
-from syncplane.changes.services import ChangeUpdate, external_from_attributes, plan_updates, write_updates
 from syncplane.integrations.base import MappedRecord
 from syncplane.integrations.choices import RecordAction
 from syncplane.integrations.errors import RecordError
@@ -88,6 +88,9 @@ class ChangeSink:
 
     def unseen(self, seen_before: datetime) -> list[str]:
         return []  # a change is never deleted by a sync
+
+    def live(self, external_ids: list[str]) -> list[str]:
+        return []
 
     def mark_seen(self, external_ids: list[str], now: datetime) -> None:
         pass

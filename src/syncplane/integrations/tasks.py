@@ -1,4 +1,9 @@
-"""Celery tasks: run one sync, and the beat job that queues every integration that is due."""
+"""Celery tasks: run one sync, and the beat job that queues every integration that is due; deliver one outbox
+message, and the beat job that re-sends the due ones.
+
+The outbox's tasks are written in `outbox.py`, next to what they run: a domain app queues a delivery from
+there without importing the sync engine, which this module imports. They are imported here so that every
+task of the integrations app is found where Celery's autodiscovery (and a reader) looks for it."""
 
 import logging
 from datetime import timedelta
@@ -12,6 +17,7 @@ from syncplane.integrations.choices import SyncMode, Trigger
 from syncplane.integrations.engine import SyncAlreadyRunning, run_sync, start_sync
 from syncplane.integrations.errors import TransientError
 from syncplane.integrations.models import ExternalSystem, IntegrationSyncLog
+from syncplane.integrations.outbox import deliver_due_outbox_messages, deliver_outbox_message, queue_delivery
 from syncplane.integrations.registry import get_connector_class
 
 logger = logging.getLogger("syncplane.tasks")
@@ -67,3 +73,14 @@ def scheduled_mode(system: ExternalSystem, incremental_capable: bool) -> str:
         external_system=system, mode=SyncMode.FULL, dry_run=False, status="success", started_at__gte=since
     ).exists()
     return SyncMode.INCREMENTAL if recent_full else SyncMode.FULL
+
+
+__all__ = [
+    "deliver_due_outbox_messages",
+    "deliver_outbox_message",
+    "queue_delivery",
+    "queue_sync",
+    "run_integration_sync",
+    "scheduled_mode",
+    "sync_all_integrations",
+]

@@ -1,5 +1,3 @@
-import hashlib
-import hmac
 import json
 import logging
 
@@ -11,9 +9,10 @@ from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from syncplane.changes import services
+from syncplane.changes import actions
 from syncplane.changes.api import serializers
 from syncplane.changes.choices import ChangeState
+from syncplane.changes.external import apply_external_changes
 from syncplane.changes.models import ChangeRequest, EventSource
 from syncplane.changes.states import IllegalTransition
 from syncplane.core import roles
@@ -23,6 +22,7 @@ from syncplane.integrations.itsm import ItsmConnector
 from syncplane.integrations.models import ExternalSystem
 from syncplane.integrations.registry import build_connector, get_connector_class
 from syncplane.integrations.secrets import resolve_secret
+from syncplane.integrations.webhooks import signature_ok
 
 logger = logging.getLogger("syncplane.webhooks")
 
@@ -66,7 +66,7 @@ class ChangeRequestViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mix
         change = self.get_object()
         body = serializers.SubmitSerializer(data=request.data)
         body.is_valid(raise_exception=True)
-        return self._act(services.submit, change, user=request.user,
+        return self._act(actions.submit, change, user=request.user,
                          external_system=body.validated_data.get("external_system"))
 
     @extend_schema(request=None, responses={202: serializers.ChangeRequestSerializer, 400: OpenApiResponse(
@@ -74,7 +74,7 @@ class ChangeRequestViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mix
     @action(detail=True, methods=["post"])
     def resubmit(self, request, pk=None):
         """Send a submitted change whose delivery failed (see submission_error) to the ITSM tool again."""
-        return self._act(services.resubmit, self.get_object(), user=request.user)
+        return self._act(actions.resubmit, self.get_object(), user=request.user)
 
     @extend_schema(request=serializers.CancelSerializer,
                    responses={202: serializers.ChangeRequestSerializer, 409: CONFLICT})
@@ -84,14 +84,14 @@ class ChangeRequestViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mix
         change = self.get_object()
         body = serializers.CancelSerializer(data=request.data)
         body.is_valid(raise_exception=True)
-        return self._act(services.cancel, change, user=request.user, reason=body.validated_data.get("reason", ""))
+        return self._act(actions.cancel, change, user=request.user, reason=body.validated_data.get("reason", ""))
 
     def _act(self, operation, change, **kwargs):
         try:
             change = operation(change, **kwargs)
         except IllegalTransition as exc:
             return Response({"detail": str(exc)}, status=status.HTTP_409_CONFLICT)
-        except services.ChangeError as exc:
+        except actions.ChangeError as exc:
             return Response({"detail": str(exc)}, status=status.HTTP_400_BAD_REQUEST)
         change = self.get_queryset().get(pk=change.pk)
         return Response(self.get_serializer(change).data, status=status.HTTP_202_ACCEPTED)
@@ -116,20 +116,7 @@ class ChangeRequestViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mix
         return Response(serializers.HistoryEntrySerializer(data, many=True).data)
 
 
-SIGNATURE_HEADER = "X-Hub-Signature"
-SECRET_HEADER = "X-Syncplane-Webhook-Secret"
 MAX_IDS = 100  # one notification is about a change or a few; more is not a notification
-
-
-def signature_ok(scheme: str, secret: str, body: bytes, headers) -> bool:
-    """Constant-time check of the ITSM tool's proof, per the connector's scheme."""
-    if scheme == "hmac-sha256":
-        given = headers.get(SIGNATURE_HEADER, "")
-        expected = "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
-        return hmac.compare_digest(given.encode(), expected.encode())
-    if scheme == "shared-secret":
-        return hmac.compare_digest(headers.get(SECRET_HEADER, "").encode(), secret.encode())
-    return False
 
 
 class ChangeWebhookView(APIView):
@@ -182,7 +169,7 @@ class ChangeWebhookView(APIView):
                             status=status.HTTP_503_SERVICE_UNAVAILABLE, headers=headers)
         except IntegrationError as exc:
             return Response({"detail": f"could not read the changes back: {exc}"}, status=status.HTTP_502_BAD_GATEWAY)
-        updated = services.apply_external_changes(system, externals, source=EventSource.WEBHOOK)
+        updated = apply_external_changes(system, externals, source=EventSource.WEBHOOK)
         logger.info("webhook applied", extra={"integration_id": system.pk, "changes": len(ids), "updated": updated})
         return Response({"changes": len(ids), "updated": updated})
 

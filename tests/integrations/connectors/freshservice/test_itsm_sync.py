@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 import httpx
 import pytest
 
-from syncplane.changes import services
+from syncplane.changes import actions
 from syncplane.changes.choices import ChangeState
 from syncplane.changes.models import ApprovalRecord, ChangeEvent, ChangeRequest
 from syncplane.integrations.choices import AuthType, RunStatus, SystemType
@@ -68,7 +68,7 @@ def submit(itsm, capture, **fields) -> ChangeRequest:
               "planned_end": datetime(2026, 6, 4, 22, tzinfo=UTC), **fields}
     change = ChangeRequest.objects.create(**values)
     with capture(execute=True):
-        services.submit(change, external_system=itsm)
+        actions.submit(change, external_system=itsm)
     change.refresh_from_db()
     return change
 
@@ -139,7 +139,7 @@ def test_a_rejection_comes_back_by_the_shared_secret_webhook(itsm, cab, client, 
 def test_cancel_in_syncplane_closes_the_freshservice_change(itsm, cab, django_capture_on_commit_callbacks):
     change = submit(itsm, django_capture_on_commit_callbacks)
     with django_capture_on_commit_callbacks(execute=True):
-        services.cancel(change, reason="Superseded")
+        actions.cancel(change, reason="Superseded")
     [remote] = cab.changes()
     assert (remote["status"], remote["approval_status"]) == (6, 4)  # Closed, approval never requested
     detail = httpx.get(f"{cab.base}/changes/{remote['id']}").json()

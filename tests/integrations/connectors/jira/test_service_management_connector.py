@@ -264,8 +264,9 @@ def test_submit_deliver_then_a_sync_run_brings_the_cab_decisions_in(server, cont
         sink_for("change", 0)
     except ValueError:
         pytest.skip("the changes app's ChangeSink is not wired into inventory.sink.sink_for yet")
-    from syncplane.changes import outbox, services
+    from syncplane.changes import actions
     from syncplane.changes.models import ApprovalRecord, ChangeRequest
+    from syncplane.integrations import outbox
 
     system = ExternalSystem.objects.create(
         name="JSM test", system_type=SystemType.JIRA_SERVICE_MANAGEMENT, category="itsm",
@@ -277,7 +278,7 @@ def test_submit_deliver_then_a_sync_run_brings_the_cab_decisions_in(server, cont
     for n in range(3):
         change = ChangeRequest.objects.create(title=f"Patch edge firewall {n}", description="Apply vendor fix.",
                                               risk_score=85)
-        services.submit(change, external_system=system)
+        actions.submit(change, external_system=system)
         message = OutboxMessage.objects.get(subject_type="change", subject_id=str(change.pk))
         assert outbox.deliver(message.pk) == "delivered"
         changes.append(ChangeRequest.objects.get(pk=change.pk))
@@ -308,8 +309,9 @@ def test_submit_deliver_then_a_sync_run_brings_the_cab_decisions_in(server, cont
 def test_a_recorded_notification_posted_to_the_webhook_endpoint_applies_the_decision(server, control):
     from rest_framework.test import APIClient
 
-    from syncplane.changes import outbox, services
+    from syncplane.changes import actions
     from syncplane.changes.models import ChangeRequest
+    from syncplane.integrations import outbox
     from syncplane.integrations.choices import AuthType, SystemType
     from syncplane.integrations.models import ExternalSystem, OutboxMessage
     from syncplane.integrations.secrets import to_reference
@@ -322,7 +324,7 @@ def test_a_recorded_notification_posted_to_the_webhook_endpoint_applies_the_deci
     )
     control.post("/webhook", json={"secret": "whsec-jsm"})
     change = ChangeRequest.objects.create(title="Replace core switch", risk_score=40)
-    services.submit(change, external_system=system)
+    actions.submit(change, external_system=system)
     outbox.deliver(OutboxMessage.objects.get(subject_type="change", subject_id=str(change.pk)).pk)
     change.refresh_from_db()
     control.post(f"/changes/{change.external_key}/approve", json={"approver": "zoe.odegard@acme.example"})

@@ -39,11 +39,12 @@ def itsm(simulator):
 
 
 def submitted(system, title: str, risk_score: int):
-    from syncplane.changes import outbox, services
+    from syncplane.changes import actions
     from syncplane.changes.models import ChangeRequest
+    from syncplane.integrations import outbox
     from syncplane.integrations.models import OutboxMessage
 
-    change = services.submit(ChangeRequest.objects.create(title=title, risk_score=risk_score), external_system=system)
+    change = actions.submit(ChangeRequest.objects.create(title=title, risk_score=risk_score), external_system=system)
     message = OutboxMessage.objects.get(subject_type="change", subject_id=str(change.pk))
     assert outbox.deliver(message.pk) == "delivered"
     change.refresh_from_db()
