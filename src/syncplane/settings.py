@@ -159,7 +159,7 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 # their domain controller (syncplane/directory/backends.py).
 AUTHENTICATION_BACKENDS = [
     "django.contrib.auth.backends.ModelBackend",
-    "syncplane.directory.backends.ActiveDirectoryBackend",
+    "syncplane.directory.backends.DirectoryPasswordBackend",
 ]
 
 AUTH_PASSWORD_VALIDATORS = [
@@ -248,7 +248,7 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_ALWAYS_EAGER = env_bool("SYNCPLANE_CELERY_EAGER", False)
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 CELERY_BEAT_SCHEDULE = {
-    # Re-sends pending change outbox messages that are due: retries, and work a dead worker left behind.
+    # Re-sends pending outbox messages that are due: retries, and work a dead worker left behind.
     "deliver-due-outbox-messages": {
         "task": "syncplane.changes.tasks.deliver_due_outbox_messages",
         "schedule": 60.0,

@@ -5,9 +5,11 @@ import pytest
 from django.contrib.auth import authenticate
 from rest_framework.test import APIClient
 
-from syncplane.integrations.choices import RunStatus, SystemType
+from syncplane.integrations.base import Connector
+from syncplane.integrations.choices import Capability, RunStatus, SystemType
 from syncplane.integrations.connectors.active_directory import ActiveDirectoryConnector
 from syncplane.integrations.engine import run_sync, start_sync
+from syncplane.integrations.errors import AuthenticationError
 from syncplane.integrations.models import ExternalSystem
 from syncplane.integrations.secrets import to_reference
 
@@ -58,3 +60,31 @@ def test_a_disabled_integration_signs_no_one_in(synced, slapd_small):
 def test_a_directory_that_is_down_fails_the_login_only(synced, slapd_small):
     slapd_small.stop()
     assert authenticate(None, username="zoe.odegard@ad.example.org", password=slapd_small.user_password) is None
+
+
+def test_the_connector_checks_the_password_through_the_contract(synced, slapd_small):
+    from syncplane.integrations.registry import build_connector
+
+    assert ActiveDirectoryConnector.supports(Capability.PASSWORD_SIGN_IN)
+    dn = synced.directory_accounts.get(username="zoe.odegard@ad.example.org").dn
+    with build_connector(synced) as connector:
+        connector.check_password(dn, slapd_small.user_password)
+        for wrong in ("not-the-password", ""):
+            with pytest.raises(AuthenticationError):
+                connector.check_password(dn, wrong)
+    with pytest.raises(NotImplementedError):
+        Connector.check_password(connector, dn, slapd_small.user_password)
+
+
+def test_only_connectors_offering_password_sign_in_are_asked(synced, slapd_small, monkeypatch):
+    asked = []
+    check = ActiveDirectoryConnector.check_password
+    monkeypatch.setattr(ActiveDirectoryConnector, "check_password",
+                        lambda self, name, password: asked.append(name) or check(self, name, password))
+    assert authenticate(None, username="zoe.odegard@ad.example.org", password=slapd_small.user_password)
+    assert asked
+    asked.clear()
+    monkeypatch.setattr(ActiveDirectoryConnector, "capabilities",
+                        ActiveDirectoryConnector.capabilities - {Capability.PASSWORD_SIGN_IN})
+    assert authenticate(None, username="zoe.odegard@ad.example.org", password=slapd_small.user_password) is None
+    assert asked == []

@@ -5,8 +5,8 @@ import json
 import pytest
 
 from syncplane.integrations.choices import RunStatus
-from syncplane.integrations.engine import start_sync
-from syncplane.integrations.models import ExternalSystem, IntegrationSyncLog
+from syncplane.integrations.engine import run_sync, start_sync
+from syncplane.integrations.models import ExternalSystem, IntegrationSyncLog, verify_chain
 
 pytestmark = pytest.mark.django_db
 
@@ -164,6 +164,24 @@ def test_sync_answers_202_runs_and_a_second_trigger_gets_409(api_as, servicenow,
     start_sync(servicenow)  # one queued and not picked up
     conflict = operator.post(f"/api/v1/integrations/{servicenow.pk}/sync/", {}, format="json")
     assert conflict.status_code == 409 and "already" in conflict.data["detail"]
+
+
+def test_a_sync_log_records_where_the_time_went(api_as, servicenow):
+    log = run_sync(start_sync(servicenow).pk)
+    assert log.status == RunStatus.SUCCESS and log.pages > 1
+    stored = IntegrationSyncLog.objects.get(pk=log.pk)
+    phases = [stored.fetch_seconds, stored.map_seconds, stored.write_seconds, stored.reconcile_seconds]
+    assert all(seconds >= 0 for seconds in phases), phases
+    assert stored.fetch_seconds + stored.map_seconds + stored.write_seconds > 0
+    assert sum(phases) <= stored.duration_ms / 1000 + 0.01  # phases never overlap each other
+    assert verify_chain(servicenow.pk) is None  # the hash leaves the timings out, so the chain still holds
+    viewer = api_as("viewer")
+    detail = viewer.get(f"/api/v1/integration-sync-logs/{log.pk}/")
+    assert detail.status_code == 200
+    for name in ("fetch_seconds", "map_seconds", "write_seconds", "reconcile_seconds"):
+        assert detail.data[name] == getattr(stored, name)
+    listed = viewer.get(f"/api/v1/integrations/{servicenow.pk}/logs/")
+    assert listed.data["results"][0]["write_seconds"] == stored.write_seconds
 
 
 def test_sync_rejects_an_unknown_mode(api_as, servicenow):

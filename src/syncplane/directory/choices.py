@@ -1,8 +1,8 @@
 from django.db import models
 
 
-class RecordKind(models.TextChoices):
-    """The kinds of record an identity connector yields (the directory record contract)."""
+class DirectoryKind(models.TextChoices):
+    """The kinds of record an identity connector yields (`kind` in integrations/records.py's directory shapes)."""
 
     USER = "user", "User"
     GROUP = "group", "Group"

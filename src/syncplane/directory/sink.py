@@ -4,7 +4,7 @@ The sink speaks the directory record contract that every identity connector maps
 validate_directory_record). Per page it reads the existing accounts, groups and memberships of
 the page's records in one query per table (per 500 ids), and writes creates and updates with executemany
 (core.bulk.Table) or one bulk statement; a record whose merged attributes did not change only has its
-last_seen_at moved, in one statement. Devices go to the inventory's AssetSink of the same integration.
+last_seen_at moved, in one statement. Devices go to the asset sink of the same integration (sink_for(RecordKind.ASSET)).
 
 How directory objects become Syncplane's:
 - A user becomes a django.contrib.auth user named by its lower-cased UPN / sAMAccountName, with an unusable
@@ -26,8 +26,10 @@ from __future__ import annotations
 import logging
 import uuid
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any, NamedTuple
 
 from django.contrib.auth import get_user_model
 from django.contrib.auth.hashers import make_password
@@ -36,13 +38,12 @@ from django.db import connection
 from django.db.models import Case, Exists, OuterRef, Value, When
 
 from syncplane.core.bulk import Table, chunks
-from syncplane.directory.choices import MemberRef, RecordKind
+from syncplane.directory.choices import DirectoryKind, MemberRef
 from syncplane.directory.models import DirectoryAccount, DirectoryGroup, DirectoryMembership
 from syncplane.integrations.base import MappedRecord
-from syncplane.integrations.choices import RecordAction
+from syncplane.integrations.choices import RecordAction, RecordKind
 from syncplane.integrations.errors import RecordError
-from syncplane.integrations.sinks import PlannedChange, fingerprint
-from syncplane.inventory.sink import AssetSink, PagePlan, validate_asset_record
+from syncplane.integrations.sinks import PlannedChange, fingerprint, sink_for
 
 logger = logging.getLogger("syncplane.directory")
 
@@ -51,7 +52,7 @@ USER_KEYS = frozenset({"kind", "username", "email", "first_name", "last_name", "
 GROUP_KEYS = frozenset({"kind", "name", "dn", "member_ref", "members", "members_added", "members_removed",
                         "removed"})
 DEVICE_KEYS = frozenset({"kind", "removed", "asset"})
-_KEYS = {RecordKind.USER: USER_KEYS, RecordKind.GROUP: GROUP_KEYS, RecordKind.DEVICE: DEVICE_KEYS}
+_KEYS = {DirectoryKind.USER: USER_KEYS, DirectoryKind.GROUP: GROUP_KEYS, DirectoryKind.DEVICE: DEVICE_KEYS}
 # What a group record says about members is applied to DirectoryMembership, not stored as attributes.
 _MEMBER_KEYS = ("members", "members_added", "members_removed")
 _TRANSIENT_KEYS = ("removed", *_MEMBER_KEYS)
@@ -67,7 +68,7 @@ GROUP_UPDATE_COLUMNS = ("name", "dn", "member_ref", "group_id", "attributes", "f
 GROUP_NAME_MAX = 150  # django.contrib.auth Group.name
 
 
-def validate_directory_record(record: MappedRecord) -> None:
+def validate_directory_record(record: MappedRecord, validate_device: Callable[[MappedRecord], None]) -> None:
     """A mapped record must follow the directory record contract; a connector bug shows here, per record."""
     attributes = record.attributes
     kind = attributes.get("kind")
@@ -81,14 +82,14 @@ def validate_directory_record(record: MappedRecord) -> None:
     removed = attributes.get("removed", False)
     if not isinstance(removed, bool):
         raise RecordError("removed must be true or false")
-    if kind == RecordKind.USER:
+    if kind == DirectoryKind.USER:
         username = attributes.get("username")
         if username is not None and (not isinstance(username, str) or not username.strip()
                                      or len(username) > 150 or username != username.lower()):
             raise RecordError("username must be a non-empty lower-case string of at most 150 characters")
         if "is_active" in attributes and not isinstance(attributes["is_active"], bool):
             raise RecordError("is_active must be true or false")
-    elif kind == RecordKind.GROUP:
+    elif kind == DirectoryKind.GROUP:
         if attributes.get("member_ref", MemberRef.EXTERNAL_ID) not in MemberRef.values:
             raise RecordError(f"member_ref must be one of {', '.join(MemberRef.values)}")
         members = attributes.get("members")
@@ -101,7 +102,7 @@ def validate_directory_record(record: MappedRecord) -> None:
         asset = attributes.get("asset")
         if not isinstance(asset, dict):
             raise RecordError("a device record needs an asset dict")
-        validate_asset_record(MappedRecord(record.external_id, asset, record.raw))
+        validate_device(MappedRecord(record.external_id, asset, record.raw))
 
 
 def _string_list(value) -> bool:
@@ -132,6 +133,25 @@ class MemberChange:
         return (base | self.added) - self.removed
 
 
+class ExistingEntry(NamedTuple):
+    """What a page needs of an account or group the directory already has here."""
+
+    id: uuid.UUID
+    fingerprint: str
+    removed_at: datetime | None
+    link_id: int | None  # the Django user (of an account) or group (of a group) it is linked to
+    attributes: dict
+
+
+class UserNames(NamedTuple):
+    """The parts of a Django user that follow the directory."""
+
+    username: str
+    email: str
+    first_name: str
+    last_name: str
+
+
 @dataclass
 class Upsert:
     """One user or group of a page: its merged attributes, and the row it already has (None: new)."""
@@ -139,7 +159,7 @@ class Upsert:
     record: MappedRecord
     attributes: dict
     fp: str
-    row: tuple | None  # (id, fingerprint, removed_at, user_id or group_id, attributes)
+    row: ExistingEntry | None
     removed: bool = False
 
 
@@ -152,7 +172,7 @@ class DirectoryPlan:
     # group id -> (members to insert or touch, membership ids to delete); new groups get their id in plan()
     members: dict = field(default_factory=dict)
     new_group_ids: dict[str, uuid.UUID] = field(default_factory=dict)
-    devices: PagePlan = field(default_factory=PagePlan)
+    devices: Any = None  # the asset sink's plan of this page's devices
     removed_devices: list[str] = field(default_factory=list)
     changes: list[PlannedChange] = field(default_factory=list)
     counts: dict = field(default_factory=lambda: {"created": 0, "updated": 0, "unchanged": 0})
@@ -189,7 +209,7 @@ def _dn_key(dn: str) -> str:
 class DirectorySink:
     def __init__(self, external_system_id: int):
         self.system_id = external_system_id
-        self.assets = AssetSink(external_system_id)
+        self.assets = sink_for(RecordKind.ASSET, external_system_id)
         self.account_rows = Table(DirectoryAccount, ACCOUNT_COLUMNS)
         self.account_updates = Table(DirectoryAccount, ACCOUNT_UPDATE_COLUMNS)
         self.group_rows = Table(DirectoryGroup, GROUP_COLUMNS)
@@ -201,7 +221,7 @@ class DirectorySink:
     # --- the sink interface the engine calls -----------------------------------------------------------
 
     def validate(self, record: MappedRecord) -> None:
-        validate_directory_record(record)
+        validate_directory_record(record, self.assets.validate)
 
     def plan(self, records: list[MappedRecord]) -> DirectoryPlan:
         plan = DirectoryPlan()
@@ -214,14 +234,14 @@ class DirectorySink:
             attributes, eid = record.attributes, record.external_id
             kind = attributes["kind"]
             removed = attributes.get("removed", False)
-            if kind == RecordKind.DEVICE:
+            if kind == DirectoryKind.DEVICE:
                 (removed_devices if removed else devices)[eid] = record
                 (devices if removed else removed_devices).pop(eid, None)
             else:
-                target = users if kind == RecordKind.USER else groups
+                target = users if kind == DirectoryKind.USER else groups
                 _previous, merged, _ = target.get(eid, (None, {}, False))
                 target[eid] = (record, _merge(merged, attributes), removed)
-                if kind == RecordKind.GROUP and not removed and any(k in attributes for k in _MEMBER_KEYS):
+                if kind == DirectoryKind.GROUP and not removed and any(k in attributes for k in _MEMBER_KEYS):
                     dn_ref = attributes.get("member_ref") == MemberRef.DN
                     member_changes.setdefault(eid, MemberChange()).take(attributes, _dn_key if dn_ref else str)
         self._plan_accounts(plan, users)
@@ -231,7 +251,7 @@ class DirectorySink:
         )
         plan.changes.extend(plan.devices.changes)
         if removed_devices:
-            plan.removed_devices = sorted(self._live_device_ids(list(removed_devices)))
+            plan.removed_devices = sorted(self.assets.live(list(removed_devices)))
             plan.changes.extend(PlannedChange(eid, RecordAction.DELETE, None) for eid in plan.removed_devices)
         return plan
 
@@ -250,11 +270,11 @@ class DirectorySink:
                 plan.changes.append(PlannedChange(eid, RecordAction.CREATE, None))
                 plan.counts["created"] += 1
                 continue
-            attributes = _merge(row[4], new_attributes)
+            attributes = _merge(row.attributes, new_attributes)
             fp = fingerprint(attributes)
-            was_removed = row[2] is not None
-            if removed and was_removed or (not removed and fp == row[1] and not was_removed):
-                plan.unchanged_accounts.append(row[0])
+            was_removed = row.removed_at is not None
+            if removed and was_removed or (not removed and fp == row.fingerprint and not was_removed):
+                plan.unchanged_accounts.append(row.id)
                 plan.counts["unchanged"] += 1
                 continue
             plan.accounts.append(Upsert(record, attributes, fp, row, removed))
@@ -262,7 +282,7 @@ class DirectorySink:
                 action = RecordAction.DELETE
             else:
                 action = RecordAction.RESTORE if was_removed else RecordAction.UPDATE
-            plan.changes.append(PlannedChange(eid, action, None if removed else _diff(row[4], attributes)))
+            plan.changes.append(PlannedChange(eid, action, None if removed else _diff(row.attributes, attributes)))
             plan.counts["updated"] += 1
 
     def _plan_groups(self, plan: DirectoryPlan, groups: dict, member_changes: dict[str, MemberChange]) -> None:
@@ -274,17 +294,17 @@ class DirectorySink:
         for eid, change in member_changes.items():
             if eid in existing:
                 if change.full is not None:
-                    whole.append(existing[eid][0])
+                    whole.append(existing[eid].id)
                 else:
-                    named[existing[eid][0]] = change.added | change.removed
+                    named[existing[eid].id] = change.added | change.removed
         current = self._memberships(whole, named)
         for eid, (record, new_attributes, removed) in groups.items():
             row = existing.get(eid)
             if row is None and removed:
                 continue  # an initial Graph delta lists groups deleted earlier: never create those
-            attributes = _merge(row[4] if row else {}, new_attributes)
+            attributes = _merge(row.attributes if row else {}, new_attributes)
             fp = fingerprint(attributes)
-            group_id = row[0] if row else plan.new_group_ids.setdefault(eid, uuid.uuid4())
+            group_id = row.id if row else plan.new_group_ids.setdefault(eid, uuid.uuid4())
             member_diff = {}
             if eid in member_changes and not removed:
                 have = current.get(group_id, {})
@@ -302,9 +322,10 @@ class DirectorySink:
                 plan.changes.append(PlannedChange(eid, RecordAction.CREATE, member_diff or None))
                 plan.counts["created"] += 1
                 continue
-            was_removed = row[2] is not None
-            if (removed and was_removed) or (not removed and not was_removed and fp == row[1] and not member_diff):
-                plan.unchanged_groups.append(row[0])
+            was_removed = row.removed_at is not None
+            same = fp == row.fingerprint and not member_diff
+            if (removed and was_removed) or (not removed and not was_removed and same):
+                plan.unchanged_groups.append(row.id)
                 plan.counts["unchanged"] += 1
                 continue
             plan.groups.append(Upsert(record, attributes, fp, row, removed))
@@ -312,18 +333,19 @@ class DirectorySink:
                 action, diff = RecordAction.DELETE, None
             else:
                 action = RecordAction.RESTORE if was_removed else RecordAction.UPDATE
-                diff = {**_diff(row[4], attributes), **member_diff}
+                diff = {**_diff(row.attributes, attributes), **member_diff}
             plan.changes.append(PlannedChange(eid, action, diff))
             plan.counts["updated"] += 1
 
-    def _existing(self, model, link: str, external_ids: list[str]) -> dict[str, tuple]:
-        """external_id -> (id, fingerprint, removed_at, user/group id, attributes): one query per 500 ids."""
+    def _existing(self, model, link: str, external_ids: list[str]) -> dict[str, ExistingEntry]:
+        """external_id -> the entry already stored, `link` (user_id, group_id) as its link_id: one query per 500
+        ids."""
         rows = {}
         for part in chunks(external_ids):
             query = model.objects.filter(external_system_id=self.system_id, external_id__in=part)
             for eid, *rest in query.values_list("external_id", "id", "fingerprint", "removed_at", link,
                                                 "attributes"):
-                rows[eid] = tuple(rest)
+                rows[eid] = ExistingEntry._make(rest)
         return rows
 
     @staticmethod
@@ -343,16 +365,6 @@ class DirectorySink:
                     if member in named[group_id]:
                         found[group_id][member] = pk
         return found
-
-    def _live_device_ids(self, external_ids: list[str]) -> list[str]:
-        from syncplane.inventory.models import AssetSource
-
-        live = []
-        for part in chunks(external_ids):
-            live.extend(AssetSource.objects.filter(
-                external_system_id=self.system_id, external_id__in=part, deleted_at__isnull=True
-            ).values_list("external_id", flat=True))
-        return live
 
     def apply(self, plan: DirectoryPlan, now: datetime) -> None:
         self._apply_accounts(plan, now)
@@ -377,8 +389,8 @@ class DirectorySink:
                                     a.get("is_active", True), a, item.fp, now, now, None))
                 else:
                     if item.removed:
-                        removed_at = item.row[2] or now
-                    updates.append((item.row[0], user_id, a.get("username", ""), a.get("dn", ""),
+                        removed_at = item.row.removed_at or now
+                    updates.append((item.row.id, user_id, a.get("username", ""), a.get("dn", ""),
                                     a.get("is_active", True), a, item.fp, now, removed_at))
             self.account_rows.insert(inserts)
             self.account_updates.update_by_pk(updates)
@@ -391,7 +403,7 @@ class DirectorySink:
 
         An account already linked keeps its user. Otherwise the user of that name is looked up: one that a
         directory manages (any integration) is shared; a local one is never taken over; none is created."""
-        linked = {i.record.external_id: i.row[3] for i in items if i.row is not None and i.row[3] is not None}
+        linked = {i.record.external_id: i.row.link_id for i in items if i.row is not None and i.row.link_id is not None}
         wanted = {i.record.external_id: i.attributes["username"] for i in items
                   if i.record.external_id not in linked and i.attributes.get("username")}
         if not wanted:
@@ -448,22 +460,23 @@ class DirectorySink:
         if not rows:
             return
         user_model = get_user_model()
-        current = {}
+        current: dict[int, UserNames] = {}
         for part in chunks(sorted(rows)):
-            current.update((pk, (u, e, f, ln)) for pk, u, e, f, ln in user_model.objects.filter(pk__in=part)
-                           .values_list("pk", "username", "email", "first_name", "last_name"))
-        renames = {a.get("username") for pk, a in rows.items() if a.get("username") not in (None, current[pk][0])}
+            current.update((pk, UserNames._make(names)) for pk, *names in user_model.objects.filter(pk__in=part)
+                           .values_list("pk", *UserNames._fields))
+        renames = {a.get("username") for pk, a in rows.items()
+                   if a.get("username") not in (None, current[pk].username)}
         taken = set(self._users_named(renames)) if renames else set()
         updates = []
         for pk, a in rows.items():
             old = current[pk]
-            name = a.get("username") or old[0]
-            if name != old[0] and name in taken:
+            name = a.get("username") or old.username
+            if name != old.username and name in taken:
                 logger.warning("directory rename not applied: the new user name is taken",
                                extra={"external_system_id": self.system_id, "user_id": pk})
-                name = old[0]
-            new = (name, _cut(a.get("email", old[1]), 254), _cut(a.get("first_name", old[2]), 150),
-                   _cut(a.get("last_name", old[3]), 150))
+                name = old.username
+            new = UserNames(name, _cut(a.get("email", old.email), 254), _cut(a.get("first_name", old.first_name), 150),
+                            _cut(a.get("last_name", old.last_name), 150))
             if new != old:
                 updates.append((pk, *new))
         self.user_updates.update_by_pk(updates)
@@ -473,7 +486,7 @@ class DirectorySink:
     def _apply_groups(self, plan: DirectoryPlan, now: datetime) -> None:
         if plan.groups:
             names = self._django_group_names(plan.groups)
-            new_django = [names[i.record.external_id] for i in plan.groups if i.row is None or i.row[3] is None]
+            new_django = [names[i.record.external_id] for i in plan.groups if i.row is None or i.row.link_id is None]
             Group.objects.bulk_create([Group(name=n) for n in new_django], ignore_conflicts=True)
             group_ids = {}
             for part in chunks(new_django):
@@ -482,21 +495,22 @@ class DirectorySink:
             for item in plan.groups:
                 a, eid = item.attributes, item.record.external_id
                 name = names[eid]
-                django_id = item.row[3] if item.row is not None and item.row[3] is not None else group_ids[name]
+                linked = item.row.link_id if item.row is not None else None
+                django_id = linked if linked is not None else group_ids[name]
                 values = (a.get("name", ""), a.get("dn", ""), a.get("member_ref", MemberRef.EXTERNAL_ID), django_id,
                           a, item.fp, now)
                 if item.row is None:
                     inserts.append((plan.new_group_ids[eid], self.system_id, eid, *values[:3], django_id,
                                     a, item.fp, now, now, None))
                 else:
-                    removed_at = (item.row[2] or now) if item.removed else None
-                    updates.append((item.row[0], *values, removed_at))
-                    if item.row[3] is not None and not item.removed:
-                        renames.append((item.row[3], name))
+                    removed_at = (item.row.removed_at or now) if item.removed else None
+                    updates.append((item.row.id, *values, removed_at))
+                    if item.row.link_id is not None and not item.removed:
+                        renames.append((item.row.link_id, name))
             self.group_rows.insert(inserts)
             self.group_updates.update_by_pk(updates)
             self._rename_django_groups(renames)
-            removed = [i.row[0] for i in plan.groups if i.removed and i.row is not None]
+            removed = [i.row.id for i in plan.groups if i.removed and i.row is not None]
             for part in chunks(removed):
                 DirectoryMembership.objects.filter(group_id__in=part).delete()
         touch(DirectoryGroup, plan.unchanged_groups, now)
@@ -506,7 +520,7 @@ class DirectorySink:
         group's (directories allow two groups with one display name), the external id is added."""
         wanted = {i.record.external_id: django_group_name(self.system_id, i.attributes.get("name", ""),
                                                           i.record.external_id) for i in items}
-        owner = {i.record.external_id: i.row[3] if i.row is not None else None for i in items}
+        owner = {i.record.external_id: i.row.link_id if i.row is not None else None for i in items}
         holders = {}
         for part in chunks(sorted(set(wanted.values()))):
             holders.update(Group.objects.filter(name__in=part).values_list("name", "id"))
@@ -536,9 +550,9 @@ class DirectorySink:
             # One executemany upsert (SQLite and PostgreSQL both speak ON CONFLICT): new members are inserted,
             # known ones only get their last_seen_at moved.
             table = self.membership_rows
-            sql = (f"INSERT INTO {table.table} ({', '.join(table.columns)}) VALUES (%s, %s, %s) "  # noqa: S608
-                   f"ON CONFLICT ({table.columns[0]}, {table.columns[1]}) "
-                   f"DO UPDATE SET {table.columns[2]} = excluded.{table.columns[2]}")
+            group, member, seen = table.columns
+            sql = (f"INSERT INTO {table.table} ({group}, {member}, {seen}) VALUES (%s, %s, %s) "  # noqa: S608
+                   f"ON CONFLICT ({group}, {member}) DO UPDATE SET {seen} = excluded.{seen}")
             with connection.cursor() as cursor:
                 cursor.executemany(sql, rows)
         for part in chunks(gone):
@@ -552,6 +566,14 @@ class DirectorySink:
             ids.extend(model.objects.filter(external_system_id=self.system_id, removed_at__isnull=True,
                                             last_seen_at__lt=seen_before).values_list("external_id", flat=True))
         return ids + self.assets.unseen(seen_before)
+
+    def live(self, external_ids: list[str]) -> list[str]:
+        ids = []
+        for part in chunks(external_ids):
+            for model in (DirectoryAccount, DirectoryGroup):
+                ids.extend(model.objects.filter(external_system_id=self.system_id, external_id__in=part,
+                                                removed_at__isnull=True).values_list("external_id", flat=True))
+        return ids + self.assets.live(external_ids)
 
     def mark_seen(self, external_ids: list[str], now: datetime) -> None:
         for part in chunks(external_ids):

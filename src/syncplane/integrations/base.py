@@ -172,6 +172,12 @@ class Connector:
         """Which of these ids the external system still has (connectors with the "lookup" capability)."""
         raise NotImplementedError
 
+    def check_password(self, username: str, password: str) -> None:
+        """Check a person's password with the system itself (connectors with the "password_sign_in" capability).
+        Returns when it is right; raises AuthenticationError when it is wrong (or the system refuses the
+        account), IntegrationError when the system cannot tell (unreachable, misconfigured)."""
+        raise NotImplementedError
+
     def external_id(self, raw: Any) -> str:
         """The record's id for the error log, when a record fails before it is mapped; "" if unknown."""
         return ""

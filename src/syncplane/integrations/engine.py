@@ -42,8 +42,11 @@ logger = logging.getLogger("syncplane.sync")
 # scope change, not paging drift, and is taken as it is.
 MAX_LOOKUPS = 2000
 DRY_RUN_SAMPLE = 100  # planned changes kept as evidence of a dry run; the counts cover everything
+# Saved with every page. The phase seconds accumulate on the log in memory and ride along: a page's write time
+# is known only after its commit, so it reaches the database with the next page (or the end of the run).
 COUNTERS = ("pages", "records_read", "records_created", "records_updated", "records_unchanged",
-            "records_deleted", "records_failed", "total_expected", "heartbeat_at")
+            "records_deleted", "records_failed", "total_expected", "heartbeat_at",
+            "fetch_seconds", "map_seconds", "write_seconds", "reconcile_seconds")
 OUTCOME_COLUMNS = ("sync_log_id", "external_id", "action", "status", "changes", "reason", "raw_payload",
                    "created_at")
 
@@ -169,10 +172,15 @@ class SyncRun:
                                            "resumed": resume is not None})
         with self.connector:
             fetch_cursor = state.cursor if log.mode == SyncMode.INCREMENTAL else None
+            # Fetch time is what the engine waits for the next page: read-ahead hides the rest behind writing.
+            waiting = time.perf_counter()
             for page in read_ahead(self.connector.fetch(log.mode, fetch_cursor, resume)):
+                log.fetch_seconds += time.perf_counter() - waiting
                 self._page(page, sink, state, pass_started_at)
                 cursor = page.cursor if page.cursor is not None else cursor
                 del page  # keep one page in memory, not two
+                waiting = time.perf_counter()
+            log.fetch_seconds += time.perf_counter() - waiting  # learning that the stream has ended
             self._finish_pass(sink, state, cursor, pass_started_at)
         logger.info("sync finished", extra={"sync_log_id": log.pk, "status": log.status,
                                             "seconds": round(time.monotonic() - started, 3)})
@@ -190,6 +198,7 @@ class SyncRun:
     def _page(self, page, sink, state: SyncState, pass_started_at: datetime) -> None:
         log = self.log
         now = timezone.now()
+        started = time.perf_counter()
         mapped: list[MappedRecord] = []
         failures = []
         overrides = self.system.field_mapping
@@ -202,6 +211,8 @@ class SyncRun:
                 failures.append((log.pk, self.connector.external_id(raw), RecordAction.NONE,
                                  RecordStatus.FAILED, None, str(exc), raw if isinstance(raw, dict) else
                                  {"value": repr(raw)[:1000]}, now))
+        mapped_at = time.perf_counter()
+        log.map_seconds += mapped_at - started
         plan = sink.plan(mapped)
         log.pages += 1
         log.records_read += len(page.records)
@@ -236,6 +247,7 @@ class SyncRun:
                 }
                 state.save(update_fields=["checkpoint", "updated_at"])
                 log.save(update_fields=COUNTERS)
+        log.write_seconds += time.perf_counter() - mapped_at
         if self.progress:
             self.progress(log)
 
@@ -252,6 +264,7 @@ class SyncRun:
     def _finish_pass(self, sink, state: SyncState, cursor, pass_started_at: datetime) -> None:
         log = self.log
         now = timezone.now()
+        started = time.perf_counter()
         # Deletion needs a complete, clean full pass (before and after any resume): after a partial one,
         # "not seen" proves nothing.
         reconcile = log.mode == SyncMode.FULL and self.pass_failures == 0
@@ -278,6 +291,7 @@ class SyncRun:
                 if cursor is not None:
                     state.cursor = cursor
                 state.save(update_fields=["checkpoint", "cursor", "updated_at"])
+            log.reconcile_seconds += time.perf_counter() - started
             status = RunStatus.PARTIAL if log.records_failed else RunStatus.SUCCESS
             summary = f"{log.records_failed} records could not be used; see the record errors" \
                 if log.records_failed else ""

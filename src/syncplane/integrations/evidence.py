@@ -1,6 +1,8 @@
 """Finished sync logs and their record outcomes cannot be changed or deleted, even by raw SQL.
 
-The model refuses too; these database triggers are the part that holds when someone bypasses the ORM. They are
+The model refuses too; these database triggers are the part that holds when someone bypasses the ORM. They look
+at the status only, so every column (the counters, the phase seconds) can be written while the run is queued or
+running, and none once it has finished, whether the hash covers that column or not. They are
 (re)installed after every migrate, because SQLite rebuilds a table to alter it and a rebuilt table has no
 triggers.
 """

@@ -7,6 +7,7 @@ only on the set of sources, never on the order they were synced in.
 
 from collections.abc import Sequence
 from datetime import datetime
+from typing import Any, NamedTuple
 
 from django.conf import settings
 
@@ -38,18 +39,18 @@ def asset_values(attributes: dict, source_id) -> tuple[list, dict]:
     return values, sources
 
 
-class SourceView(tuple):
-    """(source id, system type, external id, attributes, keys): what reconciliation needs of a source."""
+class SourceView(NamedTuple):
+    """What reconciliation needs of a source."""
 
-    __slots__ = ()
-
-    @property
-    def id(self):
-        return self[0]
+    id: Any
+    system_type: str
+    external_id: str
+    attributes: dict
+    keys: tuple[str, str, str]  # serial, MAC, host keys, in the order of identity.RULES
 
     @property
     def sort_key(self) -> tuple:
-        return (self[1], self[2])
+        return (self.system_type, self.external_id)
 
 
 def _rank(order: Sequence[str], system_type: str) -> int:
@@ -60,14 +61,16 @@ def reconciled_values(sources: list[SourceView]) -> tuple[list, dict]:
     """The columns of an asset with several sources, by precedence, and where each value came from."""
     precedence = settings.SYNCPLANE_PRECEDENCE
     default = precedence["default"]
-    by_default = sorted(sources, key=lambda s: (_rank(default, s[1]), s.sort_key))
+    by_default = sorted(sources, key=lambda s: (_rank(default, s.system_type), s.sort_key))
     values, provenance = [], {}
     for name in CANONICAL_FIELDS:
         order = precedence.get(name)
-        ranked = by_default if order is None else sorted(sources, key=lambda s, o=order: (_rank(o, s[1]), s.sort_key))
+        ranked = by_default if order is None else sorted(
+            sources, key=lambda s, o=order: (_rank(o, s.system_type), s.sort_key)
+        )
         chosen = None
         for source in ranked:
-            value = source[3].get(name)
+            value = source.attributes.get(name)
             if value is not None and value != "":
                 chosen = value
                 provenance[name] = str(source.id)
@@ -90,7 +93,7 @@ def components(sources: list[SourceView], order: tuple[int, ...]) -> list[list[S
 
     for i, a in enumerate(ordered):
         for j in range(i + 1, len(ordered)):
-            if same_device(a[4], ordered[j][4], order):
+            if same_device(a.keys, ordered[j].keys, order):
                 parent[find(j)] = find(i)
     groups: dict[int, list[SourceView]] = {}
     for i, source in enumerate(ordered):
@@ -108,18 +111,18 @@ def partition(sources: list[SourceView], order: tuple[int, ...]) -> list[list[So
     first = order[0]
     result = []
     for group in components(sources, order):
-        decisive = sorted({source[4][first] for source in group if source[4][first]})
+        decisive = sorted({source.keys[first] for source in group if source.keys[first]})
         if len(decisive) <= 1:
             result.append(group)
             continue
-        by_key = {key: [s for s in group if s[4][first] == key] for key in decisive}
-        waiting = [s for s in group if not s[4][first]]  # already sorted: components() sorts each group
+        by_key = {key: [s for s in group if s.keys[first] == key] for key in decisive}
+        waiting = [s for s in group if not s.keys[first]]  # already sorted: components() sorts each group
         placed = True
         while waiting and placed:
             placed = False
             for source in list(waiting):
                 for key in decisive:
-                    if any(same_device(source[4], member[4], order) for member in by_key[key]):
+                    if any(same_device(source.keys, member.keys, order) for member in by_key[key]):
                         by_key[key].append(source)
                         waiting.remove(source)
                         placed = True

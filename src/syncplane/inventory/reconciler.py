@@ -82,11 +82,11 @@ class Reconciler:
             pending.append((record.external_id, keys, source_id, None))
         for record, _fp, row in plan.updates:
             keys = keys_of(record.attributes)
-            source_id, asset_id = as_uuid(row[0]), as_uuid(row[1])
+            source_id, asset_id = as_uuid(row.id), as_uuid(row.asset_id)
             found.source_ids[record.external_id] = source_id
             found.keys[record.external_id] = keys
             found.changed_assets.add(asset_id)
-            if keys != tuple(row[4:7]) or row[3] is not None:  # new identifiers, or back from deletion
+            if keys != row.keys or row.deleted_at is not None:  # new identifiers, or back from deletion
                 pending.append((record.external_id, keys, source_id, asset_id))
                 found.split_candidates.add(asset_id)
             else:
@@ -184,7 +184,7 @@ class Reconciler:
             )
             for source_id, asset_id, system_type, external_id, attributes, *keys in rows:
                 groups.setdefault(asset_id, []).append(
-                    SourceView((source_id, system_type, external_id, attributes, tuple(keys)))
+                    SourceView(source_id, system_type, external_id, attributes, tuple(keys))
                 )
         updates, inserts, moves = [], [], []
         for asset_id in asset_ids:

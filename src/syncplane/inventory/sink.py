@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any, NamedTuple
 
 from django.db import connection
 
@@ -54,11 +55,27 @@ def validate_asset_record(record: MappedRecord) -> None:
         raise RecordError("the record's external id is empty or longer than 255 characters")
 
 
+class ExistingSource(NamedTuple):
+    """What a page needs of a source it already has. Ids come in the driver's form (hex text on SQLite)."""
+
+    id: Any
+    asset_id: Any
+    fingerprint: str
+    deleted_at: Any
+    serial_key: str
+    mac_key: str
+    host_key: str
+
+    @property
+    def keys(self) -> tuple[str, str, str]:
+        """The identification keys, in the order of identity.RULES (serial, MAC, host)."""
+        return (self.serial_key, self.mac_key, self.host_key)
+
+
 @dataclass
 class PagePlan:
     creates: list[tuple[MappedRecord, str]] = field(default_factory=list)
-    # (record, fp, existing row: source id, asset id, fingerprint, deleted_at, serial/mac/host keys)
-    updates: list[tuple[MappedRecord, str, tuple]] = field(default_factory=list)
+    updates: list[tuple[MappedRecord, str, ExistingSource]] = field(default_factory=list)  # (record, fp, row)
     unchanged_ids: list = field(default_factory=list)
     changes: list[PlannedChange] = field(default_factory=list)
 
@@ -86,9 +103,8 @@ class AssetSink:
     def validate(self, record: MappedRecord) -> None:
         validate_asset_record(record)
 
-    def _existing(self, external_ids: list[str]) -> dict[str, tuple]:
-        """external_id -> (source id, asset id, fingerprint, deleted_at, serial_key, mac_key, host_key) for the
-        page, in one query per chunk.
+    def _existing(self, external_ids: list[str]) -> dict[str, ExistingSource]:
+        """external_id -> its existing source, for the page, in one query per chunk.
 
         Raw SQL: the ORM spends more time building a 500-value IN list than the database takes to answer.
         Ids come back in the driver's form (hex text on SQLite), which the bulk writer accepts as they are.
@@ -99,12 +115,12 @@ class AssetSink:
             for part in chunks(external_ids):
                 marks = ", ".join(["%s"] * len(part))
                 cursor.execute(
-                    f"SELECT external_id, id, asset_id, fingerprint, deleted_at, serial_key, mac_key, host_key "  # noqa: S608
+                    f"SELECT external_id, {', '.join(ExistingSource._fields)} "  # noqa: S608 - fixed names
                     f"FROM {table} WHERE external_system_id = %s AND external_id IN ({marks})",
                     [self.system_id, *part],
                 )
-                for row in cursor.fetchall():
-                    rows[row[0]] = row[1:]
+                for external_id, *row in cursor.fetchall():
+                    rows[external_id] = ExistingSource._make(row)
         return rows
 
     def plan(self, records: list[MappedRecord]) -> PagePlan:
@@ -119,11 +135,11 @@ class AssetSink:
             if row is None:
                 plan.creates.append((record, fp))
                 plan.changes.append(PlannedChange(external_id, RecordAction.CREATE, None))
-            elif row[2] != fp or row[3] is not None:
+            elif row.fingerprint != fp or row.deleted_at is not None:
                 plan.updates.append((record, fp, row))
                 changed_ids.append(external_id)
             else:
-                plan.unchanged_ids.append(row[0])
+                plan.unchanged_ids.append(row.id)
         if changed_ids:
             old = self._old_attributes(changed_ids)
             for record, _fp, row in plan.updates:
@@ -133,7 +149,7 @@ class AssetSink:
                     for name, new in record.attributes.items()
                     if before.get(name) != new
                 }
-                action = RecordAction.RESTORE if row[3] is not None else RecordAction.UPDATE
+                action = RecordAction.RESTORE if row.deleted_at is not None else RecordAction.UPDATE
                 plan.changes.append(PlannedChange(record.external_id, action, diff))
         return plan
 
@@ -164,7 +180,7 @@ class AssetSink:
         self.assets.insert(asset_rows)
         self.sources.insert(source_rows)
         self.source_updates.update_by_pk(
-            (row[0], identified.asset_of(record.external_id), record.attributes, record.raw, fp,
+            (row.id, identified.asset_of(record.external_id), record.attributes, record.raw, fp,
              *identified.keys[record.external_id], now, now, None)
             for record, fp, row in plan.updates
         )
@@ -187,6 +203,15 @@ class AssetSink:
             external_system_id=self.system_id, deleted_at__isnull=True, last_seen_at__lt=seen_before
         )
         return list(live.values_list("external_id", flat=True))
+
+    def live(self, external_ids: list[str]) -> list[str]:
+        """Which of these external ids are live sources of this system."""
+        live = []
+        for part in chunks(external_ids):
+            live.extend(AssetSource.objects.filter(
+                external_system_id=self.system_id, external_id__in=part, deleted_at__isnull=True
+            ).values_list("external_id", flat=True))
+        return live
 
     def mark_seen(self, external_ids: list[str], now: datetime) -> None:
         for part in chunks(external_ids):

@@ -169,8 +169,9 @@ class SyncLogSerializer(serializers.ModelSerializer):
             "id", "external_system", "system_name", "system_type", "correlation_id", "trigger", "mode", "dry_run",
             "requested_by", "status", "resumed_from", "queued_at", "started_at", "finished_at", "heartbeat_at",
             "duration_ms", "attempts", "pages", "total_expected", "records_read", "records_created",
-            "records_updated", "records_unchanged", "records_deleted", "records_failed", "error_kind",
-            "error_summary", "previous_hash", "hash",
+            "records_updated", "records_unchanged", "records_deleted", "records_failed", "fetch_seconds",
+            "map_seconds", "write_seconds", "reconcile_seconds", "error_kind", "error_summary", "previous_hash",
+            "hash",
         ]
         read_only_fields = fields
 

@@ -56,6 +56,9 @@ def summary(log) -> str:
         f"({log.mode}{', dry run' if log.dry_run else ''}, correlation id {log.correlation_id})",
         f"  read {log.records_read}, {verb}created {log.records_created}, {verb}updated {log.records_updated}, "
         f"unchanged {log.records_unchanged}, {verb}deleted {log.records_deleted}, failed {log.records_failed}",
+        # Fetching overlaps writing (read-ahead), so the phases add up to less than the total.
+        f"  phases: waiting for pages {log.fetch_seconds:.1f} s, mapping {log.map_seconds:.1f} s, "
+        f"writing {log.write_seconds:.1f} s, reconciling {log.reconcile_seconds:.1f} s",
     ]
     if log.error_summary:
         lines.append(f"  {log.error_summary}")
