@@ -28,6 +28,7 @@ bench: venv
 
 lint: venv
 	$(BIN)/ruff check .
+	$(BIN)/lint-imports
 
 # Re-pin every dependency after changing pyproject.toml (needs the package registry).
 lock:

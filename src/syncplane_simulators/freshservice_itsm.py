@@ -40,15 +40,11 @@ import re
 import threading
 import time
 from datetime import datetime
-from typing import TYPE_CHECKING
 
 import httpx
 from werkzeug.wrappers import Request, Response
 
-from .base import json_response, read_json
-
-if TYPE_CHECKING:
-    from .freshservice_cmdb import FreshserviceSimulator
+from .base import SimulatorApp, json_response, read_json
 
 logger = logging.getLogger("syncplane_simulators.freshservice_itsm")
 
@@ -97,7 +93,8 @@ class FreshserviceChangesSimulator:
 
     custom_statuses: tuple[int, ...] = (7,)  # one custom status the account added ("Cancelled")
 
-    def __init__(self, owner: FreshserviceSimulator, custom_fields: tuple[str, ...] = CUSTOM_FIELDS):
+    def __init__(self, owner: SimulatorApp,  # the account's FreshserviceSimulator (its people, paging, stats)
+                 custom_fields: tuple[str, ...] = CUSTOM_FIELDS):
         self.owner = owner
         self.custom_fields = tuple(custom_fields)
         self._lock = threading.RLock()
