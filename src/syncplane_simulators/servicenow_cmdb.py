@@ -724,7 +724,9 @@ class ServiceNowSimulator(SimulatorApp):
 
     @staticmethod
     def _break(raw: dict, malformation: str) -> None:
-        """Damage a generated record the way a broken import or a customised instance does."""
+        """Damage a generated record the way a broken import or a customised instance does. Besides the
+        MALFORMATIONS that "mixed" cycles through, two are asked for by name: "nul_character" and
+        "overlong_value", values the API's shape allows but a database may refuse."""
         if malformation == "missing_sys_id":
             raw.pop("sys_id", None)
         elif malformation == "bad_date":
@@ -734,6 +736,13 @@ class ServiceNowSimulator(SimulatorApp):
             raw["install_status"] = 1
             raw["virtual"] = True
             raw["name"] = None
+        elif malformation == "nul_character":
+            # A NUL (\u0000 in the JSON) pasted into text fields: PostgreSQL keeps it neither in text nor in jsonb.
+            raw["name"] += "\x00"
+            raw["os_version"] = "10.0\x00.19045"
+        elif malformation == "overlong_value":
+            # A serial number longer than any CMDB column (a pasted log line), with a NUL in it too.
+            raw["serial_number"] = "SN\x00" + "0123456789" * 30
 
     # ------------------------------------------------------------------ selecting rows
 

@@ -138,3 +138,49 @@ def test_console_format_is_not_json(json_lines):
     assert "plain line" in text and "k=1" in text
     with pytest.raises(json.JSONDecodeError):
         json.loads(text.splitlines()[0])
+
+
+# --- a failed or retried sync says so, under the run's own correlation id ---------------------------------
+
+
+@pytest.mark.django_db
+def test_a_failed_sync_logs_an_error_with_the_vendors_text_under_the_runs_id(json_lines, servicenow, simulator):
+    from syncplane.integrations.engine import run_sync, start_sync
+
+    simulator.servicenow.inject_fault("status", status=401, count=100)
+    log = run_sync(start_sync(servicenow).pk)
+    lines = json_lines()
+    (failed,) = [line for line in lines if line["event"] == "sync failed"]
+    assert failed["level"] == "error" and failed["logger"] == "syncplane.sync"
+    assert failed["correlation_id"] == log.correlation_id and failed["sync_log_id"] == log.pk
+    assert failed["error_kind"] == "permanent" and failed["error"] == log.error_summary and "401" in failed["error"]
+    assert all(line.get("correlation_id") == log.correlation_id for line in lines if line["logger"] == "syncplane.sync")
+    assert "demo-password" not in "\n".join(map(str, lines))
+
+
+@pytest.mark.django_db
+def test_a_retried_sync_logs_a_warning_and_celery_lines_carry_the_runs_id(json_lines, servicenow, simulator,
+                                                                        django_capture_on_commit_callbacks):
+    from unittest import mock
+
+    from syncplane.integrations.models import IntegrationSyncLog
+    from syncplane.integrations.tasks import queue_sync, run_integration_sync
+
+    simulator.servicenow.inject_fault("status", status=503, count=1000)
+    token = set_correlation_id("the-beat-job")  # whoever queues it, the task runs under the log's id
+    try:
+        log = IntegrationSyncLog.objects.create(external_system=servicenow, system_name=servicenow.name,
+                                                system_type=servicenow.system_type, correlation_id="run-17")
+        published = []
+        with mock.patch.object(run_integration_sync, "apply_async", side_effect=lambda *a, **kw: published.append(kw)):
+            with django_capture_on_commit_callbacks(execute=True):
+                queue_sync(log.pk)
+    finally:
+        reset_correlation_id(token)
+    assert published == [{"headers": {"correlation_id": "run-17"}}]
+
+    with mock.patch("syncplane.integrations.http.time.sleep"), pytest.raises(Exception, match="Retry"):
+        run_integration_sync.apply(args=(log.pk,), headers={"correlation_id": "run-17"}, throw=True)
+    retry = [line for line in json_lines() if line["event"] == "sync attempt failed, will retry"]
+    assert len(retry) == 1 and retry[0]["level"] == "warning" and retry[0]["correlation_id"] == "run-17"
+    assert "answered 503" in retry[0]["error"] and retry[0]["error_kind"] == "transient"

@@ -11,9 +11,10 @@ from syncplane.directory.sink import DirectorySink
 from syncplane.integrations.base import Connector, MappedRecord, Page
 from syncplane.integrations.choices import SyncMode
 from syncplane.integrations.engine import run_sync, start_sync
-from syncplane.integrations.models import ExternalSystem
+from syncplane.integrations.models import ExternalSystem, SyncRecordOutcome
 from syncplane.integrations.sinks import sink_for
 from syncplane.inventory.models import AssetSource
+from tests.integrations.assertions import assert_counters_match_outcomes
 
 pytestmark = pytest.mark.django_db
 
@@ -65,7 +66,7 @@ def make_directory(name, system_type="entra_id", role_mapping=None) -> ExternalS
 def run(system, pages, mode=SyncMode.FULL, dry_run=False):
     log = run_sync(start_sync(system, mode=mode, dry_run=dry_run).pk, connector=ScriptedDirectory(pages))
     assert log.status in ("success", "partial"), log.error_summary
-    return log
+    return assert_counters_match_outcomes(log)
 
 ANA, BOB, CAROL = "11111111-0000-0000-0000-000000000001", "11111111-0000-0000-0000-000000000002", \
     "11111111-0000-0000-0000-000000000003"
@@ -148,6 +149,29 @@ def test_disabled_or_removed_users_are_deactivated_never_deleted():
         mode=SyncMode.INCREMENTAL)
     assert User.objects.filter(is_active=True).count() == 3
     assert DirectoryAccount.objects.get(external_id=BOB).removed_at is None
+
+
+def test_a_delta_removal_counts_as_a_deletion():
+    entra = make_directory("Entra")
+    run(entra, [[user(ANA, "ana@f.test"), user(BOB, "bob@f.test"), group(ENG, "Engineering", [ANA])]])
+    log = run(entra, [[{"id": BOB, "kind": "user", "removed": True}, group(ENG, "Engineering", gone=True),
+                       {"id": ANA, "kind": "user", "display_name": "Ana L."}]], mode=SyncMode.INCREMENTAL)
+    assert (log.records_deleted, log.records_updated) == (2, 1)
+
+
+def test_values_the_database_cannot_keep_fail_their_record_and_nuls_are_dropped():
+    entra = make_directory("Entra")
+    long_dn = "cn=" + "x" * 1000 + ",dc=f,dc=test"
+    log = run(entra, [[user(ANA, "ana@f.test", display_name="Ana\x00 L."), user(BOB, "bob@f.test", dn=long_dn),
+                       group(ENG, "Engineering", ["m" * 1001]), group(OPS, "Ops\x00", [ANA])]])
+    assert (log.status, log.records_created, log.records_failed) == ("partial", 2, 2)
+    reasons = dict(SyncRecordOutcome.objects.filter(sync_log=log, status="failed").values_list("external_id",
+                                                                                                "reason"))
+    assert reasons[BOB] == "dn is 1016 characters long, more than the 1000 its column holds"
+    assert reasons[ENG] == "a member of members is 1001 characters long, more than the 1000 its column holds"
+    assert DirectoryAccount.objects.get(external_id=ANA).attributes["display_name"] == "Ana L."
+    assert DirectoryGroup.objects.get(external_id=OPS).name == "Ops"
+    assert members_of(entra, OPS) == {"ana@f.test"}
 
 
 def test_a_full_pass_deactivates_unseen_users_and_empties_unseen_groups():

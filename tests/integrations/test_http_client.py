@@ -8,17 +8,19 @@ from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 from urllib.parse import quote
 
+import httpx
 import pytest
 
 from syncplane.core.context import reset_correlation_id, set_correlation_id
 from syncplane.integrations.auth import basic_auth
 from syncplane.integrations.errors import (
     AuthenticationError,
+    ConnectFailure,
     PermanentError,
     PolicyViolation,
     TransientError,
 )
-from syncplane.integrations.http import HttpClient, TokenBucket, parse_retry_after
+from syncplane.integrations.http import HttpClient, TokenBucket, describe_connect_failure, parse_retry_after
 from tests.integrations.httpserver import Reply, ScriptedServer
 
 OK = Reply(200, json={"result": []})
@@ -160,16 +162,72 @@ def test_post_is_repeated_after_503(server, make_client, sleeps):
     assert len(bodies) == 2 and bodies[0] == bodies[1] == b'{"a":1}'
 
 
-def test_connection_refused_is_retried_then_transient(sleeps):
+def closed_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+        return s.getsockname()[1]
+
+
+def test_a_refused_connection_fails_at_once_naming_host_port_and_cause(sleeps):
+    port = closed_port()
     client = HttpClient(f"http://127.0.0.1:{port}", allow_insecure=True, max_attempts=3, sleep=sleeps.append)
-    with pytest.raises(TransientError) as caught:
+    with pytest.raises(ConnectFailure) as caught:
         client.get("/x")
-    assert "ConnectError" in str(caught.value)
-    assert len(sleeps) == 2
+    assert str(caught.value) == (
+        f"GET /x failed: cannot connect to 127.0.0.1:{port}: connection refused "
+        "(nothing listens on that port: check the host and port)"
+    )
+    assert caught.value.kind == "transient" and caught.value.lasting
+    assert sleeps == []  # a refusal does not heal in the seconds a retry would wait
     client.close()
+
+
+def test_https_against_an_http_server_fails_at_once_as_a_tls_mismatch(server, sleeps):
+    client = HttpClient(server.url.replace("http://", "https://"), allow_insecure=True, max_attempts=3,
+                        sleep=sleeps.append)
+    with pytest.raises(ConnectFailure) as caught:
+        client.get("/x")
+    port = server.url.rsplit(":", 1)[1]
+    assert str(caught.value) == (
+        f"GET /x failed: cannot connect to 127.0.0.1:{port}: TLS handshake failed: the server does not speak "
+        "TLS on this port (is it an http:// address?)"
+    )
+    assert caught.value.lasting and sleeps == [] and server.requests_to("/x") == []
+    client.close()
+
+
+def test_a_connect_timeout_is_retried_and_says_so(sleeps):
+    # A listening socket whose backlog is full: the next SYN is never answered, so connecting times out.
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(0)
+        port = listener.getsockname()[1]
+        fillers = []
+        try:
+            for _ in range(8):
+                filler = socket.socket()
+                filler.setblocking(False)
+                filler.connect_ex(("127.0.0.1", port))
+                fillers.append(filler)
+            client = HttpClient(f"http://127.0.0.1:{port}", allow_insecure=True, max_attempts=2,
+                                connect_timeout=0.3, sleep=sleeps.append)
+            with pytest.raises(ConnectFailure) as caught:
+                client.get("/x")
+            client.close()
+        finally:
+            for filler in fillers:
+                filler.close()
+    assert str(caught.value) == f"GET /x failed: cannot connect to 127.0.0.1:{port}: timed out while connecting"
+    assert not caught.value.lasting and len(sleeps) == 1  # worth a retry
+
+
+def test_a_name_that_stops_resolving_is_a_dns_failure_worth_a_retry():
+    with pytest.raises(httpx.ConnectError) as raised:
+        try:
+            raise socket.gaierror(-2, "Name or service not known")
+        except socket.gaierror as exc:
+            raise httpx.ConnectError("[Errno -2] Name or service not known") from exc
+    assert describe_connect_failure(raised.value) == ("DNS: the host name does not resolve", False)
 
 
 def test_read_timeout_is_retried_for_get(server, make_client, sleeps):
@@ -208,6 +266,32 @@ def test_html_200_from_a_sleeping_instance_is_transient(server, make_client):
     )
     with pytest.raises(TransientError, match="expected JSON, got text/html"):
         make_client().get_json("/api/now/table/x")
+
+
+def test_a_truncated_json_body_is_retried_within_the_request(server, make_client, sleeps):
+    server.script("/page", Reply(200, body=b'{"result": [{"sys_id": "a"}, {"sys_', content_type="application/json"),
+                  Reply(200, json={"result": [{"sys_id": "a"}]}))
+    client = make_client()
+    assert client.get_json("/page") == {"result": [{"sys_id": "a"}]}
+    assert len(server.requests_to("/page")) == 2 and len(sleeps) == 1
+
+
+def test_garbage_json_fails_after_the_bounded_attempts_with_a_clear_message(server, make_client, sleeps):
+    server.script("/page", Reply(200, body=b"\x00garbage", content_type="application/json"))
+    client = make_client(max_attempts=3)
+    with pytest.raises(TransientError) as caught:
+        client.json(client.get("/page"))
+    assert str(caught.value).startswith("GET /page answered malformed JSON (a body cut short or not JSON: ")
+    assert caught.value.status_code == 200
+    assert len(server.requests_to("/page")) == 3 and len(sleeps) == 2
+
+
+def test_a_post_with_a_malformed_answer_is_not_sent_again(server, make_client, sleeps):
+    server.script("/create", Reply(201, body=b'{"id": ', content_type="application/json"))
+    client = make_client()
+    with pytest.raises(TransientError, match="malformed JSON"):
+        client.json(client.post("/create", json={"a": 1}, expected=(201,)))
+    assert len(server.requests_to("/create")) == 1  # the server may have acted on it
 
 
 def test_vendor_message_is_truncated(server, make_client):

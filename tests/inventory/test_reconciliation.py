@@ -1,6 +1,7 @@
 """Reconciliation: sources of several systems that describe one device become one asset."""
 
 from collections import Counter
+from datetime import UTC, datetime
 
 import pytest
 from django.db import transaction
@@ -120,6 +121,55 @@ def test_precedence_per_attribute_and_its_override(systems, settings):
     assert asset.location == "Jira room"
 
 
+# --- within one system, the most recent record wins ----------------------------------------------------------
+
+# Two of these are one instant written two ways (08:00Z, 09:00+01:00): a tie, which the external id decides.
+SEEN = ["2024-01-01T00:00:00+00:00", "2024-06-01T12:00:00", "2025-01-01T08:00:00+00:00", "2025-01-01T09:00:00+01:00"]
+
+
+@hsettings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(times=st.lists(st.sampled_from(SEEN), min_size=2, max_size=5), data=st.data())
+def test_within_one_system_the_most_recently_seen_record_wins(systems, times, data):
+    """Registrations of one device in one system (same serial), each seen at its own time, synced in any order
+    and any pages: every value comes from the one seen last, whatever its external id."""
+    records = {f"reg-{i}": {"serial_number": "5CG-ONE", "name": f"name-{i}", "last_seen_at": seen}
+               for i, seen in enumerate(times)}
+    # The latest instant; among equal ones, the smaller external id.
+    newest = min(records, key=lambda eid: (-_instant(records[eid]["last_seen_at"]), eid))
+    order = data.draw(st.permutations(list(records)))
+    cut = data.draw(st.integers(min_value=1, max_value=len(order)))
+    with transaction.atomic():
+        for page in (order[:cut], order[cut:]):
+            if page:
+                ingest(systems["servicenow_cmdb"], {eid: records[eid] for eid in page})
+        assert groups() == {frozenset(("servicenow_cmdb", eid) for eid in records)}
+        asset = asset_of(systems["servicenow_cmdb"], "reg-0")
+        assert asset.name == records[newest]["name"]
+        assert asset.attribute_sources["name"] == str(AssetSource.objects.get(external_id=newest).pk)
+        transaction.set_rollback(True)
+
+
+def _instant(text: str) -> float:
+    moment = datetime.fromisoformat(text)
+    return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp()  # naive: UTC
+
+
+def test_without_a_last_seen_time_the_record_that_changed_last_wins(systems):
+    sn = systems["servicenow_cmdb"]
+    ingest(sn, {"a-stale": {"serial_number": "5CG-TWO", "name": "stale", "location": "Old office"}})
+    ingest(sn, {"b-fresh": {"serial_number": "5CG-TWO", "name": "fresh"}})
+    asset = asset_of(sn, "a-stale")
+    # The fresh registration's values win although its external id sorts after; it has no location, so the
+    # stale one still gives that.
+    assert (asset.name, asset.location) == ("fresh", "Old office")
+    ingest(sn, {"a-stale": {"serial_number": "5CG-TWO", "name": "stale", "location": "Old office"}})  # unchanged
+    asset.refresh_from_db()
+    assert asset.name == "fresh"
+    ingest(sn, {"a-stale": {"serial_number": "5CG-TWO", "name": "revived", "location": "Old office"}})
+    asset.refresh_from_db()
+    assert asset.name == "revived"  # now the one that changed last
+
+
 def test_a_merge_keeps_every_source_and_records_the_merge(systems):
     ingest(systems["servicenow_cmdb"], {"s": {"serial_number": "SER-9", "mac_address": ""}})
     ingest(systems["jira_assets"], {"j": {"mac_address": "aa:bb:cc:00:11:22"}})
@@ -185,8 +235,10 @@ SERIALS = st.sampled_from(["", "S1", "s1 ", "S2", "S3", "N/A", "To be filled by 
 MACS = st.sampled_from(["", "aa:00:00:00:00:01", "AA-00-00-00-00-02", "aa:00:00:00:00:03"])
 HOSTS = st.sampled_from(["", "h1", "H2", "h3.acme.example", "localhost"])
 NAMES = st.sampled_from(["", "alpha", "beta", "gamma"])
+# Every record carries its system's last-seen time: the tie-break between sources of one system depends on it
+# (else on when a source last changed here, which is what the order of syncs decides).
 RECORD = st.fixed_dictionaries({"serial_number": SERIALS, "mac_address": MACS, "hostname": HOSTS, "name": NAMES,
-                                "location": NAMES})
+                                "location": NAMES, "last_seen_at": st.sampled_from(SEEN)})
 SOURCES = st.lists(st.tuples(st.sampled_from(TYPES), RECORD), min_size=1, max_size=12)
 
 

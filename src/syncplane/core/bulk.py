@@ -6,11 +6,14 @@ values are adapted per column type once, by the same rules Django uses.
 """
 
 import uuid
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC
 
 import orjson
 from django.db import connection, models
+
+NUL = "\x00"
+_NUL_IN_JSON = b"\\u0000"  # may also be a literal backslash-u0000 text: the walk then changes nothing
 
 
 def _adapter(field: models.Field) -> Callable | None:
@@ -29,7 +32,7 @@ def _adapter(field: models.Field) -> Callable | None:
         return _sqlite_datetime if sqlite else None
     if isinstance(target, models.JSONField):
         if sqlite:
-            return lambda value: None if value is None else orjson.dumps(value).decode()
+            return lambda value: None if value is None else _json_text(value)
         return _postgres_json
     return None  # the driver takes the value as it is
 
@@ -37,11 +40,16 @@ def _adapter(field: models.Field) -> Callable | None:
 def _postgres_json(value):
     from psycopg.types.json import Jsonb
 
-    return None if value is None else Jsonb(value, dumps=_orjson_text)
+    return None if value is None else Jsonb(value, dumps=_json_text)
 
 
-def _orjson_text(value) -> str:
-    return orjson.dumps(value).decode()
+def _json_text(value) -> str:
+    text = orjson.dumps(value)
+    # PostgreSQL's jsonb refuses "\u0000" (a vendor's stray NUL in a raw payload): the NUL goes, on both databases
+    # alike. Looking for it in text just made costs next to nothing; the walk runs only when one is there.
+    if _NUL_IN_JSON in text:
+        text = orjson.dumps(without_nul(value))
+    return text.decode()
 
 
 def _sqlite_datetime(value):
@@ -111,3 +119,49 @@ def chunks(items: Sequence, size: int = 500):
     """SQLite and PostgreSQL both cap parameters per statement; IN lists go in slices of this size."""
     for start in range(0, len(items), size):
         yield items[start : start + size]
+
+
+# --- what the database accepts --------------------------------------------------------------------------------
+# PostgreSQL refuses a NUL character in text and in jsonb ("\\u0000"), and a value longer than its varchar, with a
+# DataError that fails the whole statement; SQLite stores both silently. So JSON columns lose their NULs as they
+# are written (above), and the sinks check each record's text against the columns it is written to (`misfits`)
+# before anything is written: one bad vendor record then fails alone, the same way on both databases.
+
+
+def without_nul(value):
+    """The value with every NUL removed from its strings, at any depth, dict keys included."""
+    if isinstance(value, str):
+        return value.replace(NUL, "")
+    if isinstance(value, dict):
+        return {without_nul(key): without_nul(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return type(value)(without_nul(item) for item in value)
+    return value
+
+
+def max_lengths(model: type[models.Model], names: Iterable[str]) -> dict[str, int]:
+    """name -> max_length of those of the model's fields that have one: the limits a sink checks records
+    against, computed once."""
+    fields = (model._meta.get_field(name) for name in names)
+    return {field.name: field.max_length for field in fields if getattr(field, "max_length", None)}
+
+
+def misfits(values: dict, limits: Mapping[str, int | None]) -> list[str]:
+    """What keeps the text values named in `limits` out of their columns, one phrase each: not text, or longer
+    than the column (a limit of None: any length, the writer cuts it). A NUL is no reason: it is removed (in
+    `values`, in place)."""
+    problems = []
+    get = values.get
+    for name, limit in limits.items():
+        value = get(name)
+        # The common case first, in one test: this runs for every text value of every record.
+        if value is None or (type(value) is str and (limit is None or len(value) <= limit) and NUL not in value):
+            continue
+        if not isinstance(value, str):
+            problems.append(f"{name} must be text, not {type(value).__name__}")
+            continue
+        if NUL in value:
+            value = values[name] = value.replace(NUL, "")
+        if limit is not None and len(value) > limit:
+            problems.append(f"{name} is {len(value)} characters long, more than the {limit} its column holds")
+    return problems

@@ -37,13 +37,13 @@ from django.contrib.auth.models import Group
 from django.db import connection
 from django.db.models import Case, Exists, OuterRef, Value, When
 
-from syncplane.core.bulk import Table, chunks
+from syncplane.core.bulk import NUL, Table, chunks, max_lengths, misfits
 from syncplane.directory.choices import DirectoryKind, MemberRef
 from syncplane.directory.models import DirectoryAccount, DirectoryGroup, DirectoryMembership
 from syncplane.integrations.base import MappedRecord
 from syncplane.integrations.choices import RecordAction, RecordKind
 from syncplane.integrations.errors import RecordError
-from syncplane.integrations.sinks import PlannedChange, fingerprint, sink_for
+from syncplane.integrations.sinks import PlannedChange, check_external_id, fingerprint, sink_for
 
 logger = logging.getLogger("syncplane.directory")
 
@@ -66,6 +66,12 @@ GROUP_COLUMNS = ("id", "external_system_id", "external_id", "name", "dn", "membe
 GROUP_UPDATE_COLUMNS = ("name", "dn", "member_ref", "group_id", "attributes", "fingerprint", "last_seen_at",
                         "removed_at")
 GROUP_NAME_MAX = 150  # django.contrib.auth Group.name
+# The columns a user's or group's text lands in (None: stored in attributes, cut to fit the Django user); checked
+# per record, so a value the database would refuse fails its record, not its page.
+USER_TEXT = {**dict.fromkeys(("email", "first_name", "last_name", "display_name")),
+             **max_lengths(DirectoryAccount, ("username", "dn"))}
+GROUP_TEXT = max_lengths(DirectoryGroup, ("name", "dn"))
+MEMBER_MAX = DirectoryMembership._meta.get_field("member").max_length
 
 
 def validate_directory_record(record: MappedRecord, validate_device: Callable[[MappedRecord], None]) -> None:
@@ -77,8 +83,7 @@ def validate_directory_record(record: MappedRecord, validate_device: Callable[[M
     unknown = set(attributes) - _KEYS[kind]
     if unknown:
         raise RecordError(f"unknown {kind} attributes: {', '.join(sorted(unknown))}")
-    if not record.external_id or len(record.external_id) > 255:
-        raise RecordError("the record's external id is empty or longer than 255 characters")
+    check_external_id(record.external_id, DirectoryAccount._meta.get_field("external_id").max_length)
     removed = attributes.get("removed", False)
     if not isinstance(removed, bool):
         raise RecordError("removed must be true or false")
@@ -89,6 +94,7 @@ def validate_directory_record(record: MappedRecord, validate_device: Callable[[M
             raise RecordError("username must be a non-empty lower-case string of at most 150 characters")
         if "is_active" in attributes and not isinstance(attributes["is_active"], bool):
             raise RecordError("is_active must be true or false")
+        _fit(attributes, USER_TEXT)
     elif kind == DirectoryKind.GROUP:
         if attributes.get("member_ref", MemberRef.EXTERNAL_ID) not in MemberRef.values:
             raise RecordError(f"member_ref must be one of {', '.join(MemberRef.values)}")
@@ -98,6 +104,8 @@ def validate_directory_record(record: MappedRecord, validate_device: Callable[[M
         for name in ("members_added", "members_removed"):
             if not _string_list(attributes.get(name, [])):
                 raise RecordError(f"{name} must be a list of strings")
+        _fit(attributes, GROUP_TEXT)
+        _fit_members(attributes)
     elif not removed:
         asset = attributes.get("asset")
         if not isinstance(asset, dict):
@@ -107,6 +115,26 @@ def validate_directory_record(record: MappedRecord, validate_device: Callable[[M
 
 def _string_list(value) -> bool:
     return isinstance(value, list) and all(isinstance(item, str) for item in value)
+
+
+def _fit(attributes: dict, limits: dict) -> None:
+    problems = misfits(attributes, limits)
+    if problems:
+        raise RecordError("; ".join(problems))
+
+
+def _fit_members(attributes: dict) -> None:
+    """Each member is a membership row: NULs removed, and one longer than the column fails the record."""
+    for name in _MEMBER_KEYS:
+        members = attributes.get(name)
+        if not members:
+            continue
+        if any(NUL in member for member in members):
+            members = attributes[name] = [member.replace(NUL, "") for member in members]
+        longest = max(map(len, members))
+        if longest > MEMBER_MAX:
+            raise RecordError(f"a member of {name} is {longest} characters long, more than the {MEMBER_MAX} "
+                              "its column holds")
 
 
 @dataclass
@@ -175,7 +203,7 @@ class DirectoryPlan:
     devices: Any = None  # the asset sink's plan of this page's devices
     removed_devices: list[str] = field(default_factory=list)
     changes: list[PlannedChange] = field(default_factory=list)
-    counts: dict = field(default_factory=lambda: {"created": 0, "updated": 0, "unchanged": 0})
+    counts: dict = field(default_factory=lambda: {"created": 0, "updated": 0, "unchanged": 0, "deleted": 0})
 
     @property
     def created(self) -> int:
@@ -183,11 +211,16 @@ class DirectoryPlan:
 
     @property
     def updated(self) -> int:
-        return self.counts["updated"] + self.devices.updated + len(self.removed_devices)
+        return self.counts["updated"] + self.devices.updated
 
     @property
     def unchanged(self) -> int:
         return self.counts["unchanged"] + self.devices.unchanged
+
+    @property
+    def deleted(self) -> int:
+        """Objects the directory says are gone (a delta's removals): counted as deletions, like their outcomes."""
+        return self.counts["deleted"] + len(self.removed_devices)
 
 
 def _merge(old: dict, new: dict) -> dict:
@@ -283,7 +316,7 @@ class DirectorySink:
             else:
                 action = RecordAction.RESTORE if was_removed else RecordAction.UPDATE
             plan.changes.append(PlannedChange(eid, action, None if removed else _diff(row.attributes, attributes)))
-            plan.counts["updated"] += 1
+            plan.counts["deleted" if removed else "updated"] += 1
 
     def _plan_groups(self, plan: DirectoryPlan, groups: dict, member_changes: dict[str, MemberChange]) -> None:
         existing = self._existing(DirectoryGroup, "group_id", list(groups))
@@ -335,7 +368,7 @@ class DirectorySink:
                 action = RecordAction.RESTORE if was_removed else RecordAction.UPDATE
                 diff = {**_diff(row.attributes, attributes), **member_diff}
             plan.changes.append(PlannedChange(eid, action, diff))
-            plan.counts["updated"] += 1
+            plan.counts["deleted" if removed else "updated"] += 1
 
     def _existing(self, model, link: str, external_ids: list[str]) -> dict[str, ExistingEntry]:
         """external_id -> the entry already stored, `link` (user_id, group_id) as its link_id: one query per 500
@@ -600,6 +633,7 @@ class DirectorySink:
         self.assets.mark_deleted(external_ids, now)
 
     def count_unseen(self, seen_external_ids: set[str]) -> list[str]:
+        """Live accounts, groups and devices not among these ids (a dry run's full pass, a `list_ids`)."""
         ids = []
         for model in (DirectoryAccount, DirectoryGroup):
             live = model.objects.filter(external_system_id=self.system_id, removed_at__isnull=True)

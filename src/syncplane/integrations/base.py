@@ -27,6 +27,13 @@ CREDENTIAL_FIELDS: dict[str, dict[str, bool]] = {
 }
 
 
+# Bounds of a connector's client-side pace (config `rate_limit_per_second`): a slower pace makes one run last
+# days (1e-9 would sleep forever, holding a worker); a faster one paces nothing.
+RATE_MIN, RATE_MAX = 0.1, 1000
+# An id in a config (a Freshservice group, workspace...): what a 64-bit database integer holds.
+MAX_CONFIG_ID = 2**63 - 1
+
+
 def credential_schema(auth_types: tuple[str, ...]) -> dict:
     """JSON Schema of the credentials, per auth type; secret fields carry "x-secret": true."""
     return {
@@ -57,6 +64,9 @@ class ConnectorContext:
     credentials: dict[str, str]  # field -> secret reference or plain (non-secret) value
     resolve_secret: Callable[[str], str]
     name: str = ""
+    # The external ids Syncplane already holds for this integration (an ITSM connector's own changes, by the
+    # id stored at create), read when the connector asks; None where the caller has no database (tests).
+    known_ids: Callable[[], set[str]] | None = None
 
     def credential(self, name: str) -> str:
         value = self.credentials.get(name)
@@ -91,6 +101,9 @@ class MappedRecord:
     external_id: str
     attributes: dict
     raw: dict = field(repr=False, default_factory=dict)
+    # Canonical field -> the vendor value no mapping table knew (the field took its fallback, e.g. status
+    # "unknown"). The engine counts them per run and names them on the log (`unmapped_summary`).
+    unmapped: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -111,6 +124,15 @@ class Connector:
     })
     config_schema: ClassVar[dict] = {"type": "object", "properties": {}, "additionalProperties": False}
     default_sync_interval_minutes: ClassVar[int] = 60  # a new integration's schedule, unless one is given
+    # Config fields holding a URL the connector calls with the integration's credentials (Jira's
+    # assets_api_base, a token endpoint). Like base_url, each is checked by the outbound URL policy when saved,
+    # and pointing one at another host needs the secrets entered again.
+    url_config_fields: ClassVar[tuple[str, ...]] = ()
+    # What base_url is, for the create form and GET /integration-types/, and the path segments the connector
+    # appends itself: a base URL that already holds one is refused on save (it would double the path).
+    base_url_help: ClassVar[str] = "Root URL of the external API."
+    base_url_example: ClassVar[str] = ""
+    owned_path_suffixes: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, context: ConnectorContext):
         self.context = context
@@ -153,6 +175,43 @@ class Connector:
         check_outbound_url(url)
 
     @classmethod
+    def check_base_url_path(cls, url: str) -> None:
+        """Refuse (ConfigurationError) a base URL whose path holds a part the connector appends itself, such
+        as ServiceNow's /api/now: the message names that part and the URL to use instead."""
+        from urllib.parse import urlsplit
+
+        parts = urlsplit(url)
+        segments = [s for s in parts.path.split("/") if s]
+        lowered = [s.lower() for s in segments]
+        for suffix in cls.owned_path_suffixes:
+            owned = [s for s in suffix.lower().split("/") if s]
+            for start in range(len(segments) - len(owned) + 1):
+                if lowered[start:start + len(owned)] == owned:
+                    kept = "".join(f"/{s}" for s in segments[:start])
+                    fixed = f"{parts.scheme}://{parts.netloc}{kept}"
+                    raise ConfigurationError(
+                        f"the URL must stop before {suffix}: {cls.display_name} adds that part itself, so "
+                        f"calls would go to a doubled path. Use {fixed}"
+                    )
+
+    @classmethod
+    def check_config_url(cls, field: str, url: str) -> None:
+        """Refuse (PolicyViolation, ConfigurationError) a URL-valued config field the connector must not call."""
+        from syncplane.integrations.urls_policy import check_outbound_url
+
+        check_outbound_url(url)
+
+    @classmethod
+    def credential_destinations(cls, base_url: str, config: dict) -> dict[str, tuple | None]:
+        """Where the credentials go: the origin (scheme, host, port) of base_url and of each URL config field."""
+        from syncplane.integrations.urls_policy import url_origin
+
+        destinations = {"base_url": url_origin(base_url)}
+        for name in cls.url_config_fields:
+            destinations[f"config.{name}"] = url_origin((config or {}).get(name) or "")
+        return destinations
+
+    @classmethod
     def supports(cls, capability: str) -> bool:
         return capability in cls.capabilities
 
@@ -170,6 +229,12 @@ class Connector:
 
     def still_present(self, external_ids: list[str]) -> set[str]:
         """Which of these ids the external system still has (connectors with the "lookup" capability)."""
+        raise NotImplementedError
+
+    def list_ids(self) -> Iterator[str]:
+        """Every live record's external id, in the scope `fetch` reads, and nothing else of them (capability
+        "list_ids": a source whose incremental reads cannot report deletions, such as LDAP). After a clean
+        incremental pass the engine marks the known records missing from this listing deleted."""
         raise NotImplementedError
 
     def check_password(self, username: str, password: str) -> None:

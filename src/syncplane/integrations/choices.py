@@ -46,6 +46,7 @@ class Capability(models.TextChoices):
     INCREMENTAL = "incremental", "Incremental sync"
     DRY_RUN = "dry_run", "Dry run"
     LOOKUP = "lookup", "Look records up by id"
+    LIST_IDS = "list_ids", "List the ids of every live record (deletions seen by incremental syncs)"
     CHANGE_REQUESTS = "change_requests", "Send change requests"
     PASSWORD_SIGN_IN = "password_sign_in", "Check a user's password by binding as them"
 
@@ -76,10 +77,12 @@ class RunStatus(models.TextChoices):
     SUCCESS = "success", "Success"
     PARTIAL = "partial", "Partial"
     FAILED = "failed", "Failed"
+    # Stopped on request (the API, `syncplane sync --cancel`, Ctrl-C on a CLI run); its checkpoint is kept.
+    CANCELLED = "cancelled", "Cancelled"
 
 
 ACTIVE_RUN_STATUSES = (RunStatus.QUEUED, RunStatus.RUNNING)
-FINISHED_RUN_STATUSES = (RunStatus.SUCCESS, RunStatus.PARTIAL, RunStatus.FAILED)
+FINISHED_RUN_STATUSES = (RunStatus.SUCCESS, RunStatus.PARTIAL, RunStatus.FAILED, RunStatus.CANCELLED)
 
 
 class ErrorKind(models.TextChoices):

@@ -26,6 +26,16 @@ class TransientError(IntegrationError):
     kind = "transient"
 
 
+class ConnectFailure(TransientError):
+    """The connection itself failed, so nothing reached the server. A `lasting` failure (refused, a TLS
+    handshake that fails) is not helped by waiting a few seconds: it is not retried within the request, and a
+    run gets a short retry rather than the long backoff meant for outages."""
+
+    def __init__(self, message: str, *, lasting: bool = False):
+        super().__init__(message)
+        self.lasting = lasting
+
+
 class PermanentError(IntegrationError):
     """Retrying will not help: bad credentials, 4xx, a response we cannot understand."""
 

@@ -11,6 +11,8 @@ import email.utils
 import json as jsonlib
 import logging
 import random
+import socket
+import ssl
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -26,6 +28,7 @@ from syncplane.core.context import CORRELATION_HEADER, get_correlation_id
 from syncplane.integrations.errors import (
     AuthenticationError,
     ConfigurationError,
+    ConnectFailure,
     IntegrationError,
     PermanentError,
     PolicyViolation,
@@ -138,6 +141,39 @@ def extract_vendor_message(response: httpx.Response) -> str:
     parts.extend(_messages(body.get("errorMessages")))  # Jira
     parts.extend(_messages(body.get("errors")))
     return "; ".join(p.strip() for p in parts if p and p.strip())
+
+
+def _causes(exc: BaseException):
+    """The exception and what it was raised from: httpx wraps httpcore's error, which wraps the OSError."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        yield exc
+        exc = exc.__cause__ or exc.__context__
+
+
+def describe_connect_failure(exc: BaseException) -> tuple[str, bool]:
+    """(why a connection could not be made, in words a person can act on; whether waiting will not help)."""
+    for cause in _causes(exc):
+        if isinstance(cause, ssl.SSLCertVerificationError):
+            return f"TLS handshake failed: {cause.verify_message or cause.reason}", True
+        if isinstance(cause, ssl.SSLError):
+            reason = cause.reason or str(cause)
+            if reason in ("WRONG_VERSION_NUMBER", "RECORD_LAYER_FAILURE", "UNEXPECTED_EOF_WHILE_READING",
+                          "HTTP_REQUEST", "PACKET_LENGTH_TOO_LONG"):
+                return ("TLS handshake failed: the server does not speak TLS on this port "
+                        "(is it an http:// address?)"), True
+            return f"TLS handshake failed ({reason})", True
+        if isinstance(cause, ConnectionRefusedError):
+            return "connection refused (nothing listens on that port: check the host and port)", True
+        if isinstance(cause, httpx.ConnectTimeout | httpcore.ConnectTimeout | socket.timeout | TimeoutError):
+            return "timed out while connecting", False
+        if isinstance(cause, socket.gaierror) or "cannot resolve host" in str(cause):
+            return "DNS: the host name does not resolve", False
+    for cause in _causes(exc):
+        if isinstance(cause, OSError) and cause.strerror:
+            return cause.strerror[:1].lower() + cause.strerror[1:], False
+    return exc.__class__.__name__, False
 
 
 def _origin(url: httpx.URL) -> tuple[str, str, int | None]:
@@ -332,6 +368,29 @@ class HttpClient:
             return AuthenticationError(message, status_code=status)
         return PermanentError(message, status_code=status)
 
+    def _connect_failure(self, request: httpx.Request, exc: Exception) -> ConnectFailure:
+        _scheme, host, port = _origin(request.url)
+        why, lasting = describe_connect_failure(exc)
+        return ConnectFailure(
+            self.redact(f"{self._describe(request)} failed: cannot connect to {host}:{port}: {why}"), lasting=lasting
+        )
+
+    def _malformed_json(self, request: httpx.Request, response: httpx.Response) -> TransientError | None:
+        """Parse a JSON answer once, here, so that a truncated or garbage body is retried like any other
+        transient fault (only where the request may be repeated). The parsed body is kept for `json()`."""
+        ctype = response.headers.get("content-type", "").split(";")[0].strip().lower()
+        if not response.content or (ctype != "application/json" and not ctype.endswith("+json")):
+            return None
+        try:
+            # orjson parses a large page several times faster than the standard library.
+            response.parsed_json = orjson.loads(response.content)
+        except orjson.JSONDecodeError as exc:
+            return TransientError(
+                f"{self._describe(request)} answered malformed JSON (a body cut short or not JSON: {exc})",
+                status_code=response.status_code,
+            )
+        return None
+
     def _backoff(self, retry_index: int) -> float:
         # Full jitter: spreads the retries of many workers hit by the same outage.
         return random.uniform(0, min(self.backoff_max, self.backoff_base * 2**retry_index))
@@ -351,10 +410,16 @@ class HttpClient:
             except TransientError as exc:  # raised by an auth flow (token endpoint 429/5xx): nothing sent
                 self._log(request, "token-error", started, attempt)
                 error = exc
-            except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
-                # The request never reached the server, so repeating it is safe for any method.
+            except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
+                # The request never reached the server, so repeating it is safe for any method; but a refused
+                # connection or a failed TLS handshake will not heal in the seconds a retry waits.
                 self._log(request, exc.__class__.__name__, started, attempt)
-                error = TransientError(f"{self._describe(request)} failed: {exc.__class__.__name__}")
+                error = self._connect_failure(request, exc)
+                if error.lasting:
+                    raise error from None
+            except httpx.PoolTimeout as exc:
+                self._log(request, exc.__class__.__name__, started, attempt)
+                error = TransientError(f"{self._describe(request)} failed: no free connection in the pool")
             except (httpx.UnsupportedProtocol, httpx.LocalProtocolError) as exc:
                 raise PermanentError(f"{self._describe(request)} failed: {exc.__class__.__name__}") from None
             except httpx.TransportError as exc:  # read/write timeouts, dropped connections
@@ -366,12 +431,18 @@ class HttpClient:
             else:
                 self._log(request, response.status_code, started, attempt)
                 status = response.status_code
-                if status not in RETRYABLE_STATUSES or status in expected:
+                if status in expected and 200 <= status < 300 and may_repeat:
+                    error = self._malformed_json(request, response)
+                    if error is None:
+                        return response
+                    response.close()
+                elif status not in RETRYABLE_STATUSES or status in expected:
                     return response
-                error = self._status_error(request, response)
-                response.close()
-                if not may_repeat and status not in NOT_PROCESSED_STATUSES:
-                    raise error
+                else:
+                    error = self._status_error(request, response)
+                    response.close()
+                    if not may_repeat and status not in NOT_PROCESSED_STATUSES:
+                        raise error
             if attempt == self.max_attempts:
                 raise error
             if error.retry_after is not None:
@@ -477,9 +548,10 @@ class HttpClient:
         """The JSON body of a response; connectors that also need the headers (paging) call this on the
         response they have."""
         self.require_json(response)
+        if hasattr(response, "parsed_json"):  # parsed (and found whole) when it arrived
+            return response.parsed_json
         what = self._describe(response.request)
         try:
-            # orjson parses a large page several times faster than the standard library.
             return orjson.loads(response.content)
         except orjson.JSONDecodeError:
             # Seen when a server cuts a large page short; usually fine on the next try.

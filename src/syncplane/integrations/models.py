@@ -1,6 +1,3 @@
-import hashlib
-import json
-
 from django.core.validators import URLValidator
 from django.db import models
 from django.db.models import Q
@@ -52,6 +49,12 @@ class ExternalSystem(TimeStampedModel):
         "default, date_format}. See docs/runbooks/integration-setup.md.",
     )
     enabled = models.BooleanField(default=True, help_text="Disabled integrations are not synced on schedule.")
+    scheduled = models.BooleanField(
+        default=False, verbose_name="synced on schedule",
+        help_text="Whether the schedule syncs this integration (when enabled and due). Off for a new integration, "
+        "so nothing is synced before someone has reviewed it: its first successful manual sync (API or command "
+        "line, not a dry run) turns it on. Set it to turn the schedule on (or off) yourself.",
+    )
     sync_interval_minutes = models.PositiveIntegerField(
         default=60, help_text="How often the schedule syncs this integration."
     )
@@ -81,6 +84,22 @@ class ExternalSystem(TimeStampedModel):
 
     def __str__(self):
         return self.name
+
+    @classmethod
+    def from_db(cls, db, field_names, values):
+        instance = super().from_db(db, field_names, values)
+        instance._stored_base_url = instance.__dict__.get("base_url")  # None when deferred: not known
+        return instance
+
+    def save(self, *args, **kwargs):
+        stored, update_fields = getattr(self, "_stored_base_url", None), kwargs.get("update_fields")
+        moved = stored not in (None, self.base_url) and (update_fields is None or "base_url" in update_fields)
+        super().save(*args, **kwargs)
+        if moved:
+            # The cursor and checkpoint belong to the old address (Graph delta links are absolute URLs, a
+            # moved simulator or a new instance has other data): the next run starts from the beginning.
+            SyncState.objects.filter(external_system=self).update(cursor=None, checkpoint=None)
+        self._stored_base_url = self.base_url
 
     def is_due(self, now=None) -> bool:
         now = now or timezone.now()
@@ -163,8 +182,22 @@ class IntegrationSyncLog(CorrelationIdModel):
     )
     error_kind = models.CharField(max_length=20, choices=ErrorKind.choices, blank=True)
     error_summary = models.TextField(blank=True)
+    # Set by whoever cancels a running sync; the engine reads it when it commits a page (or waits) and stops.
+    cancel_requested_at = models.DateTimeField(
+        null=True, blank=True, help_text="When someone asked to cancel this run; the worker stops at its next page."
+    )
+    cancel_requested_by = models.CharField(max_length=150, blank=True, help_text="Who asked to cancel this run.")
     previous_hash = models.CharField(max_length=64, blank=True, editable=False)
     hash = models.CharField(max_length=64, blank=True, editable=False)
+    hash_key_id = models.CharField(
+        max_length=16, blank=True, editable=False,
+        help_text="Which evidence key signed this link (HMAC-SHA256); empty: chained before keys, plain SHA-256.",
+    )
+    legacy_seal = models.CharField(
+        max_length=100, blank=True, editable=False,
+        help_text="On the last log an integration chained before keys: that head signed with an evidence key, "
+        "so unkeyed links verify up to it and no further.",
+    )
 
     objects = SyncLogQuerySet.as_manager()
 
@@ -233,24 +266,18 @@ class IntegrationSyncLog(CorrelationIdModel):
             "previous_hash": self.previous_hash,
         }
 
-    def compute_hash(self) -> str:
-        payload = json.dumps(self.evidence(), sort_keys=True, separators=(",", ":"), default=str)
-        return hashlib.sha256(payload.encode()).hexdigest()
+    def compute_hash(self) -> str | None:
+        """The hash of this log's evidence with the key it records (None when the server lacks that key)."""
+        from syncplane.integrations.evidence import link_digest
+
+        return link_digest(self)
 
 
 def verify_chain(external_system_id: int) -> int | None:
     """The id of the first finished log whose hash or link does not hold, or None when the chain is intact."""
-    previous = ""
-    logs = (
-        IntegrationSyncLog.objects.finished()
-        .filter(external_system_id=external_system_id)
-        .order_by("finished_at", "id")
-    )
-    for log in logs.iterator():
-        if log.previous_hash != previous or log.hash != log.compute_hash():
-            return log.pk
-        previous = log.hash
-    return None
+    from syncplane.integrations.evidence import verify_sync_logs
+
+    return verify_sync_logs(external_system_id).broken_id
 
 
 class SyncRecordOutcome(models.Model):

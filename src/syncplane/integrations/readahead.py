@@ -8,14 +8,16 @@ what the engine sees: the same pages, in the same order, each committed and chec
 import contextvars
 import queue
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import TypeVar
 
 T = TypeVar("T")
 _END = object()
 
 
-def read_ahead(pages: Iterator[T]) -> Iterator[T]:
+def read_ahead(pages: Iterator[T], *, idle: Callable[[], None] | None = None, every: float = 1.0) -> Iterator[T]:
+    """Yield the pages of `pages`, fetched one ahead in a thread. While waiting for a page, `idle` is called
+    every `every` seconds (the engine's heartbeat); what it raises stops the stream."""
     handoff: queue.Queue = queue.Queue()
     may_fetch = threading.Semaphore(1)  # at most one page fetched ahead of the one being written
     stop = threading.Event()
@@ -43,7 +45,11 @@ def read_ahead(pages: Iterator[T]) -> Iterator[T]:
     worker.start()
     try:
         while True:
-            page, error = handoff.get()
+            try:
+                page, error = handoff.get(timeout=every if idle else None)
+            except queue.Empty:
+                idle()
+                continue
             if error is not None:
                 raise error
             if page is _END:

@@ -55,5 +55,14 @@ def build_connector(system: ExternalSystem) -> Connector:
         credentials=system.credentials,
         resolve_secret=resolve_secret,
         name=system.name,
+        known_ids=lambda: _known_ids(cls.record_kind, system.pk),
     )
     return cls(context)
+
+
+def _known_ids(record_kind: str, system_id: int) -> set[str]:
+    """What the record kind's sink says Syncplane holds for this integration (sinks with `known_ids`)."""
+    from syncplane.integrations.sinks import sink_for
+
+    known = getattr(sink_for(record_kind, system_id), "known_ids", None)
+    return set(known()) if known else set()

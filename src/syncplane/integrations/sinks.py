@@ -4,10 +4,13 @@ A domain app owns the models a record kind lands in, so it owns the sink too, an
 `AppConfig.ready` (`register_sink(RecordKind.ASSET, AssetSink)`), just as connectors register with the
 registry. The engine asks `sink_for(kind, system_id)` and never names a domain app.
 
-A sink, per page: `validate` one record (raise RecordError), `plan` the page against the existing rows in one
-query (the plan counts created / updated / unchanged and lists its `PlannedChange`s), `apply` the plan. After
-a complete full pass: `unseen`, `mark_seen`, `mark_deleted`, and for a dry run `count_unseen`; `live` says which
-of some ids are live (a directory asks it of its devices). `finish` is the after-pass hook (directory roles).
+A sink, per page: `validate` one record (raise RecordError; it also makes sure the record fits the columns it is
+written to, so the database never refuses a page for one record's value), `plan` the page against the existing
+rows in one query (the plan counts created / updated / unchanged / deleted, one count per `PlannedChange` it
+lists, and the engine writes one outcome per change), `apply` the plan. After a complete full pass: `unseen`,
+`mark_seen`, `mark_deleted`; `count_unseen` says which live records are not among some ids (a dry run's full
+pass, or a connector's `list_ids` after an incremental one); `live` says which of some ids are live (a directory
+asks it of its devices). `finish` is the after-pass hook (directory roles).
 """
 
 from __future__ import annotations
@@ -21,11 +24,20 @@ from typing import Any, Protocol
 import orjson
 
 from syncplane.integrations.base import MappedRecord
+from syncplane.integrations.errors import RecordError
 
 
 def fingerprint(attributes: dict) -> str:
     """Equal exactly when the mapped attributes are equal."""
     return hashlib.blake2b(orjson.dumps(attributes, option=orjson.OPT_SORT_KEYS), digest_size=16).hexdigest()
+
+
+def check_external_id(external_id, limit: int) -> None:
+    """A record's id is its key: one that is empty, longer than its column or holds a NUL is not cleaned up, the
+    record fails (RecordError)."""
+    if not isinstance(external_id, str) or not external_id or len(external_id) > limit or "\x00" in external_id:
+        raise RecordError(f"the record's external id is empty, longer than {limit} characters or holds a NUL "
+                          "character")
 
 
 @dataclass
@@ -39,8 +51,9 @@ class PlannedChange:
 
 class PagePlan(Protocol):
     created: int
-    updated: int
+    updated: int  # updates and restores
     unchanged: int
+    deleted: int  # records the source says are gone (a delta's removals)
     changes: list[PlannedChange]
 
 

@@ -1,12 +1,15 @@
 """From the sources of an asset to the asset's own values, and which sources belong together.
 
 Values: each attribute takes the value of the highest-precedence live source that has one (precedence per
-system type, SYNCPLANE_PRECEDENCE); ties go to the smaller (system type, external id), so the result depends
-only on the set of sources, never on the order they were synced in.
+system type, SYNCPLANE_PRECEDENCE). Between sources of equal precedence (two records of one system that are one
+device: a stale registration beside a fresh one) the most recent wins: the one its system saw last (the record's
+own last_seen_at) or, for records without one, the one that changed last here (the source's updated_at). Full
+ties go to the smaller (system type, external id). So the result depends only on the set of sources and their
+times, never on the order they were synced in.
 """
 
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
 from django.conf import settings
@@ -47,10 +50,27 @@ class SourceView(NamedTuple):
     external_id: str
     attributes: dict
     keys: tuple[str, str, str]  # serial, MAC, host keys, in the order of identity.RULES
+    updated_at: datetime | None = None  # when the source last changed here
 
     @property
     def sort_key(self) -> tuple:
         return (self.system_type, self.external_id)
+
+    @property
+    def recency(self) -> float:
+        """How recent the record is, as a timestamp: its system's own last_seen_at where the record carries one
+        (validated by the sink), else when the source last changed here; -inf when neither is known."""
+        seen = self.attributes.get("last_seen_at")
+        if seen:
+            try:
+                return _timestamp(seen if isinstance(seen, datetime) else datetime.fromisoformat(seen))
+            except (TypeError, ValueError):  # stored before the sink checked it
+                pass
+        return _timestamp(self.updated_at) if self.updated_at else float("-inf")
+
+
+def _timestamp(moment: datetime) -> float:
+    return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp()  # naive: UTC, as vendors send
 
 
 def _rank(order: Sequence[str], system_type: str) -> int:
@@ -58,16 +78,20 @@ def _rank(order: Sequence[str], system_type: str) -> int:
 
 
 def reconciled_values(sources: list[SourceView]) -> tuple[list, dict]:
-    """The columns of an asset with several sources, by precedence, and where each value came from."""
+    """The columns of an asset with several sources, by precedence (the most recent first among equals), and
+    where each value came from."""
     precedence = settings.SYNCPLANE_PRECEDENCE
     default = precedence["default"]
-    by_default = sorted(sources, key=lambda s: (_rank(default, s.system_type), s.sort_key))
+    newest_first = {source.id: -source.recency for source in sources}
+
+    def ranked_by(order: Sequence[str]) -> list[SourceView]:
+        return sorted(sources, key=lambda s: (_rank(order, s.system_type), newest_first[s.id], s.sort_key))
+
+    by_default = ranked_by(default)
     values, provenance = [], {}
     for name in CANONICAL_FIELDS:
         order = precedence.get(name)
-        ranked = by_default if order is None else sorted(
-            sources, key=lambda s, o=order: (_rank(o, s.system_type), s.sort_key)
-        )
+        ranked = by_default if order is None else ranked_by(order)
         chosen = None
         for source in ranked:
             value = source.attributes.get(name)

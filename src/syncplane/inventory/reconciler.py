@@ -179,12 +179,12 @@ class Reconciler:
         groups: dict[uuid.UUID, list[SourceView]] = {}
         for part in chunks(sorted(asset_ids, key=str)):
             rows = AssetSource.objects.filter(asset_id__in=part, deleted_at__isnull=True).values_list(
-                "id", "asset_id", "external_system__system_type", "external_id", "attributes", "serial_key",
-                "mac_key", "host_key",
+                "id", "asset_id", "external_system__system_type", "external_id", "attributes", "updated_at",
+                "serial_key", "mac_key", "host_key",
             )
-            for source_id, asset_id, system_type, external_id, attributes, *keys in rows:
+            for source_id, asset_id, system_type, external_id, attributes, updated_at, *keys in rows:
                 groups.setdefault(asset_id, []).append(
-                    SourceView(source_id, system_type, external_id, attributes, tuple(keys))
+                    SourceView(source_id, system_type, external_id, attributes, tuple(keys), updated_at)
                 )
         updates, inserts, moves = [], [], []
         for asset_id in asset_ids:

@@ -13,11 +13,11 @@ from typing import Any, NamedTuple
 
 from django.db import connection
 
-from syncplane.core.bulk import Table, chunks
+from syncplane.core.bulk import Table, chunks, max_lengths, misfits
 from syncplane.integrations.base import MappedRecord
 from syncplane.integrations.choices import RecordAction
 from syncplane.integrations.errors import RecordError
-from syncplane.integrations.sinks import PlannedChange, fingerprint
+from syncplane.integrations.sinks import PlannedChange, check_external_id, fingerprint
 from syncplane.inventory.choices import AssetStatus, AssetType, ComplianceState
 from syncplane.inventory.models import CANONICAL_FIELDS, Asset, AssetSource
 from syncplane.inventory.reconcile import asset_values
@@ -40,10 +40,15 @@ _CHOICES = {
     "status": frozenset(AssetStatus.values),
     "compliance_state": frozenset(ComplianceState.values),
 }
+# The asset's text columns each attribute lands in (the identification keys are cut from these, never longer).
+TEXT_LIMITS = max_lengths(Asset, CANONICAL_FIELDS)
+EXTERNAL_ID_MAX = AssetSource._meta.get_field("external_id").max_length
 
 
 def validate_asset_record(record: MappedRecord) -> None:
-    """A mapped record must speak the canonical vocabulary; a connector bug shows here, per record."""
+    """A mapped record must speak the canonical vocabulary and fit the inventory's columns; a connector bug or
+    a bad vendor value shows here, as this record's error, instead of as a database error that fails its page.
+    NULs are removed (docs/runbooks/integration-setup.md, "Values the database cannot keep")."""
     attributes = record.attributes
     unknown = set(attributes) - _KNOWN
     if unknown:
@@ -51,8 +56,21 @@ def validate_asset_record(record: MappedRecord) -> None:
     for name, allowed in _CHOICES.items():
         if attributes.get(name) not in (None, "", *allowed):
             raise RecordError(f"{name} {attributes[name]!r} is not one of {', '.join(sorted(allowed))}")
-    if not record.external_id or len(record.external_id) > 255:
-        raise RecordError("the record's external id is empty or longer than 255 characters")
+    check_external_id(record.external_id, EXTERNAL_ID_MAX)
+    problems = misfits(attributes, TEXT_LIMITS)
+    score = attributes.get("compliance_score")
+    if isinstance(score, str) and score.strip().isdigit():  # a field mapping reads vendor text
+        score = attributes["compliance_score"] = int(score)
+    if score not in (None, "") and (type(score) is not int or not 0 <= score <= 100):
+        problems.append(f"compliance_score {score!r} is not a whole number from 0 to 100")
+    seen = attributes.get("last_seen_at")
+    if seen not in (None, "") and not isinstance(seen, datetime):
+        try:
+            datetime.fromisoformat(seen)
+        except (TypeError, ValueError):
+            problems.append(f"last_seen_at {str(seen)[:40]!r} is not an ISO 8601 date and time")
+    if problems:
+        raise RecordError("; ".join(problems))
 
 
 class ExistingSource(NamedTuple):
@@ -90,6 +108,8 @@ class PagePlan:
     @property
     def unchanged(self) -> int:
         return len(self.unchanged_ids)
+
+    deleted = 0  # a page of assets deletes nothing: deletions come from the end of a pass
 
 
 class AssetSink:
@@ -230,7 +250,8 @@ class AssetSink:
             reconciler.refresh(asset_ids)
 
     def count_unseen(self, seen_external_ids: set[str]) -> list[str]:
-        """For a dry run, which live sources a full pass did not see (it marks nothing)."""
+        """Which live sources are not among these ids: those a dry run's full pass did not see, or those the
+        system no longer lists (a connector's `list_ids`). Marks nothing."""
         live = AssetSource.objects.filter(external_system_id=self.system_id, deleted_at__isnull=True)
         return [eid for eid in live.values_list("external_id", flat=True).iterator() if eid not in seen_external_ids]
 

@@ -11,8 +11,11 @@ root; following them re-binds elsewhere or hangs).
 Auth: a simple bind as a read-only service account (auth type "basic": `username` + secret `password`). The
 username goes to the server unchanged: AD takes a UPN (`svc-sync@ad.example.org`), a down-level name
 (`ADEX\\svc-sync`) or a DN; OpenLDAP only a DN. invalidCredentials (49) is an AuthenticationError whose text
-carries the server's diagnostic (AD's "data 52e" etc.), never the password; an untrusted certificate is a
-ConfigurationError naming the CA file; a DC that cannot be reached is a TransientError.
+carries the server's diagnostic (AD's "data 52e" etc.), never the password. Every failure to set up an LDAP
+session (refused, timed out, not LDAP, untrusted certificate) is one TransientError with one text, so that
+test-connection cannot map which hosts and ports answer on a private network; the cause goes to the log.
+The DC's address follows the outbound URL policy (private networks allowed, loopback only in insecure mode),
+when the integration is saved and at every connection.
 
 Paging: the simple paged results control (RFC 2696, OID 1.2.840.113556.1.4.319), `page_size` entries per
 page (default 500, at most AD's MaxPageSize of 1000); each LDAP page is one Page. The paging cookie belongs
@@ -29,7 +32,9 @@ Incremental: by uSNChanged. The cursor is `{"dc": dnsHostName, "usn": highestCom
 the root DSE *before* the first search, so a change made during a run is read again next time rather than
 missed. The next run searches `(&(uSNChanged>=usn+1)<configured filter>)` on each stream. USNs are per DC:
 when the run lands on another DC (or the DC's USN went backwards, a restore), it does a full listing instead.
-Deleted objects are invisible to a normal search (tombstones): full runs find them, as objects not seen.
+Deleted objects are invisible to a normal search (tombstones): full runs find them, as objects not seen, and
+incremental runs through `list_ids` (capability list_ids): after the changes, one objectGUID-only paged search
+per stream lists every live object, and the engine marks the known ones it does not list deleted.
 
 Mapping (record contract in briefs/directory-contract.md; external id = objectGUID as a lower-case GUID,
 decoded little-endian as AD stores it):
@@ -174,6 +179,15 @@ def validate_filter(name: str, value: str) -> None:
                                  "that '(', ')', '*' and '\\' inside values are escaped") from None
 
 
+def _check_address(host: str, port: int) -> None:
+    """The one outbound policy (urls_policy), with the directory's one difference: domain controllers live on
+    private networks, so RFC 1918 addresses are fine; loopback only in insecure mode, metadata and link-local
+    never."""
+    from syncplane.integrations.urls_policy import check_outbound_host
+
+    check_outbound_host(host, port, allow_private=True)
+
+
 @dataclass
 class RootDse:
     naming_context: str
@@ -186,10 +200,15 @@ class ActiveDirectoryConnector(Connector):
     system_type = SystemType.ACTIVE_DIRECTORY
     category = Category.IDENTITY
     display_name = "Active Directory"
+    base_url_help = (
+        "The domain controller as ldaps://host:636 (or ldap://host:389 with StartTLS), without a path: "
+        "where the searches start is config base_dn."
+    )
+    base_url_example = "ldaps://dc01.ad.example.org:636"
     record_kind = RecordKind.DIRECTORY
     auth_types = (AuthType.BASIC,)
     capabilities = frozenset({Capability.TEST_CONNECTION, Capability.FULL, Capability.INCREMENTAL, Capability.DRY_RUN,
-                              Capability.PASSWORD_SIGN_IN})
+                              Capability.PASSWORD_SIGN_IN, Capability.LIST_IDS})
     config_schema = {
         "type": "object",
         "properties": {
@@ -233,8 +252,15 @@ class ActiveDirectoryConnector(Connector):
 
     @classmethod
     def check_base_url(cls, url: str) -> tuple[str, str, int]:
-        """(scheme, host, port) of an ldap:// or ldaps:// URL, or ConfigurationError / PolicyViolation. Where
-        the URL may point (metadata, clear text) is checked when connecting, after DNS."""
+        """(scheme, host, port) of an ldap:// or ldaps:// URL that the outbound policy lets us reach, or
+        ConfigurationError / PolicyViolation. Checked when saved and again when connecting (DNS can change)."""
+        scheme, host, port = cls.parse_base_url(url)
+        _check_address(host, port)
+        return scheme, host, port
+
+    @staticmethod
+    def parse_base_url(url: str) -> tuple[str, str, int]:
+        """(scheme, host, port) of an ldap:// or ldaps:// URL, or ConfigurationError / PolicyViolation."""
         parts = urlsplit((url or "").strip())
         scheme = parts.scheme.lower()
         if scheme not in ("ldap", "ldaps"):
@@ -252,7 +278,7 @@ class ActiveDirectoryConnector(Connector):
 
     def __init__(self, context: ConnectorContext):
         super().__init__(context)
-        self.scheme, self.host, self.port = self.check_base_url(context.base_url)
+        self.scheme, self.host, self.port = self.parse_base_url(context.base_url)
         start_tls = self.config["start_tls"]
         self.start_tls = self.scheme == "ldap" and (start_tls is None or start_tls)
         self.encrypted = self.scheme == "ldaps" or self.start_tls
@@ -277,15 +303,10 @@ class ActiveDirectoryConnector(Connector):
                             get_info=ldap3.NONE, connect_timeout=self.config["timeout_seconds"])
 
     def _check_destination(self) -> None:
-        """Domain controllers live on private networks, so private addresses are fine here (unlike an HTTPS
-        API); cloud metadata and link-local addresses never are. Clear-text binds need the insecure switch."""
+        """The outbound policy, at connect time. Clear-text binds need the insecure switch."""
         from syncplane.integrations import urls_policy
 
-        if self.host.lower() in urls_policy.METADATA_HOSTNAMES:
-            raise PolicyViolation(f"{self.host} is a cloud metadata service")
-        for address in urls_policy._resolve(self.host, self.port):  # noqa: SLF001 - the shared resolver
-            if urls_policy._never_allowed(address):  # noqa: SLF001
-                raise PolicyViolation(f"{self.host} resolves to {address}, a link-local or metadata address")
+        _check_address(self.host, self.port)
         if not self.encrypted and not urls_policy._insecure_allowed_by_settings():  # noqa: SLF001
             raise PolicyViolation("plain ldap:// without StartTLS would send the password in clear text; use "
                                   "ldaps:// or start_tls (allowed only with SYNCPLANE_ALLOW_INSECURE_OUTBOUND)")
@@ -346,18 +367,24 @@ class ActiveDirectoryConnector(Connector):
         raise PermanentError(f"bind as {user!r} at {self.where} failed: {result.get('description')}{detail}")
 
     def _classify(self, exc: Exception) -> Exception:
-        text = str(exc)
-        lowered = text.lower()
-        if any(problem in lowered for problem in _TLS_PROBLEMS):
+        """One answer for every failure to talk LDAP with the server: refused, timed out, not LDAP, TLS failed.
+        Whoever may edit base_url could otherwise map which hosts and ports answer on the private networks a
+        directory connector may reach. The exact cause goes to the log, for the operator."""
+        text = str(exc).strip()[:300]
+        cause = text
+        if any(problem in text.lower() for problem in _TLS_PROBLEMS):
             ca = self.config["ca_file"] or "the system's CA store"
-            return ConfigurationError(
-                f"TLS with {self.where} failed: the server's certificate could not be verified against {ca} "
-                f"({text.strip()[:300]}). Set ca_file to the PEM of the CA that signed the domain controller's "
-                "certificate, and make sure the host name in base_url is one the certificate names."
-            )
-        if isinstance(exc, ldap_errors.LDAPStartTLSError):
-            return ConfigurationError(f"StartTLS with {self.where} failed ({text[:300]})")
-        return TransientError(f"cannot reach the directory at {self.where} ({text.strip()[:300]})")
+            cause = f"TLS failed, the certificate could not be verified against {ca}: {text}"
+        elif isinstance(exc, ldap_errors.LDAPStartTLSError):
+            cause = f"StartTLS failed: {text}"
+        logger.warning("no LDAP session with the directory", extra={
+            "integration": self.context.name, "server": self.where, "cause": cause})
+        return TransientError(
+            f"cannot reach the directory at {self.where}: no LDAP session could be set up (server down, port "
+            "closed or filtered, not an LDAP server, or TLS failed: check that ca_file holds the CA that signed "
+            "the DC certificate and that base_url names the host the certificate names). The exact cause is in "
+            "the Syncplane log."
+        )
 
     @property
     def connection(self) -> ldap3.Connection:
@@ -420,7 +447,7 @@ class ActiveDirectoryConnector(Connector):
     def fetch(self, mode: str, cursor: Any = None, resume: dict | None = None) -> Iterator[Page]:
         dse = self.root_dse()  # before any search: changes made from here on are read again next run
         now = {"dc": dse.dc, "usn": dse.highest_usn} if dse.dc and dse.highest_usn is not None else None
-        streams = [s for s in STREAMS if s != "computers" or self.config["sync_computers"]]
+        streams = self._streams()
         start, since, run_cursor = 0, None, now
         if resume and resume.get("dc") == dse.dc and resume.get("stream") in streams:
             # The paging cookie died with the old connection: start the stream again, keep the run's cursor.
@@ -446,6 +473,17 @@ class ActiveDirectoryConnector(Connector):
                                                           "cursor": run_cursor}
                 yield Page(records, resume=token, cursor=run_cursor)
 
+    def list_ids(self) -> Iterator[str]:
+        """The objectGUID of every object a full run would read: per stream one paged search for objectGUID
+        alone (a few dozen bytes an entry). A deleted object becomes a tombstone that no search under base_dn
+        returns, uSNChanged included, so this is how an incremental run learns of deletions."""
+        for stream in self._streams():
+            for records, _more in self._pages(stream, self.config[f"{stream[:-1]}_filter"], ("objectGUID",)):
+                yield from (raw["objectGUID"] for raw in records if raw.get("objectGUID"))
+
+    def _streams(self) -> list[str]:
+        return [s for s in STREAMS if s != "computers" or self.config["sync_computers"]]
+
     def _incremental_start(self, cursor: Any, dse: RootDse) -> int | None:
         """The USN to read changes after, or None for a full listing (and why, in the log)."""
         reason = ""
@@ -463,12 +501,14 @@ class ActiveDirectoryConnector(Connector):
             return None
         return int(cursor["usn"])
 
-    def _pages(self, stream: str, flt: str) -> Iterator[tuple[list[dict], bool]]:
-        """(records, more) per page of the simple paged results control; its cookie is the cursor token."""
+    def _pages(self, stream: str, flt: str, attributes: tuple[str, ...] = ()) -> Iterator[tuple[list[dict], bool]]:
+        """(records, more) per page of the simple paged results control; its cookie is the cursor token. Each
+        entry carries the stream's attributes, or only `attributes` when given."""
         conn = self.connection
+        wanted = list(attributes or ATTRIBUTES[stream])
 
         def read(cookie: bytes | None) -> dict:
-            self._call(conn.search, self.config["base_dn"], flt, ldap3.SUBTREE, attributes=list(ATTRIBUTES[stream]),
+            self._call(conn.search, self.config["base_dn"], flt, ldap3.SUBTREE, attributes=wanted,
                        paged_size=self.config["page_size"], paged_cookie=cookie, paged_criticality=True)
             self._check(conn.result, f"searching {stream}")
             records = [raw_record(e, stream) for e in conn.response if e.get("type") == "searchResEntry"]

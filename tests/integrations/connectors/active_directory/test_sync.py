@@ -6,14 +6,18 @@ import logging
 
 import pytest
 from django.contrib.auth.models import User
+from ldap3 import MODIFY_DELETE
 
 from syncplane.core import roles
 from syncplane.directory.models import DirectoryAccount, DirectoryGroup
-from syncplane.integrations.choices import RunStatus, SyncMode, SystemType
+from syncplane.integrations.choices import Capability, RunStatus, SyncMode, SystemType
 from syncplane.integrations.connectors.active_directory import ActiveDirectoryConnector
 from syncplane.integrations.engine import run_sync, start_sync
-from syncplane.integrations.models import ExternalSystem, SyncState
+from syncplane.integrations.models import ExternalSystem, SyncRecordOutcome, SyncState
 from syncplane.integrations.secrets import to_reference
+from syncplane.inventory.models import AssetSource
+from syncplane_simulators.active_directory import guid_for
+from tests.integrations.assertions import assert_counters_match_outcomes
 from tests.integrations.connectors.active_directory.fixtures import ad_context
 
 
@@ -60,7 +64,7 @@ def ad_system(db, slapd_small):
 
 
 def sync(system, mode=SyncMode.FULL):
-    log = run_sync(start_sync(system, mode=mode).pk)
+    log = assert_counters_match_outcomes(run_sync(start_sync(system, mode=mode).pk))
     assert log.status == RunStatus.SUCCESS, log.error_summary
     return log
 
@@ -109,18 +113,51 @@ def test_end_to_end_users_groups_roles_and_changes(ad_system, slapd_small):
     assert User.objects.filter(username="alex.admin@ad.example.org").exists()  # deactivated, never deleted
 
 
+def test_list_ids_lists_every_object_a_full_run_reads_and_only_their_ids(slapd_small):
+    with ActiveDirectoryConnector(ad_context(slapd_small, page_size=15)) as ad:
+        full = [raw["objectGUID"] for page in ad.fetch("full") for raw in page.records]
+        listed = list(ad.list_ids())
+    assert len(listed) == 40 + 6 + 6 and sorted(listed) == sorted(full)
+    assert ActiveDirectoryConnector.supports(Capability.LIST_IDS)
+
+
 @pytest.mark.django_db
-def test_a_user_deleted_in_ad_is_deactivated_by_the_next_full_sync(ad_system, slapd_small):
+def test_an_incremental_sync_sees_deletions_through_the_id_listing(ad_system, slapd_small):
     sync(ad_system)
     assert account(ad_system, "sam.nomail").user.is_active
+    computer = slapd_small.data.computers[0]
     with slapd_small.changes() as editor:
-        editor.delete(slapd_small.user("sam.nomail").dn)
-    assert sync(ad_system, SyncMode.INCREMENTAL).records_read == 0  # deletions leave no uSNChanged behind
-    assert account(ad_system, "sam.nomail").user.is_active
-    log = sync(ad_system)
-    assert log.records_deleted == 1
+        editor.delete(slapd_small.user("sam.nomail").dn)  # a tombstone: no uSNChanged a search can see
+        editor.delete(slapd_small.group("Syncplane Viewers").dn)
+        editor.delete(computer.dn)
+    log = sync(ad_system, SyncMode.INCREMENTAL)
+    assert (log.records_read, log.records_deleted) == (0, 3)
     gone = account(ad_system, "sam.nomail")
     assert gone.removed_at is not None and not gone.user.is_active  # deactivated, not deleted
+    viewers = DirectoryGroup.objects.get(external_system=ad_system, name="Syncplane Viewers")
+    assert viewers.removed_at is not None and not viewers.memberships.exists()
+    assert roles.role_of(account(ad_system, "vera.viewer").user) is None  # the group granted it
+    device = AssetSource.objects.get(external_system=ad_system, external_id=str(guid_for(computer.dn)))
+    assert device.deleted_at is not None
+    assert set(SyncRecordOutcome.objects.filter(sync_log=log, action="delete").values_list("external_id", flat=True)) \
+        == {gone.external_id, viewers.external_id, device.external_id}
+    # Nothing else is taken for deleted, and the next rounds find nothing more.
+    assert DirectoryAccount.objects.filter(external_system=ad_system, removed_at__isnull=False).count() == 1
+    assert sync(ad_system, SyncMode.INCREMENTAL).records_deleted == 0
+    assert sync(ad_system).records_deleted == 0
+
+
+@pytest.mark.django_db
+def test_an_incremental_sync_with_a_failed_record_marks_nothing_deleted(ad_system, slapd_small):
+    sync(ad_system)
+    with slapd_small.changes() as editor:
+        editor.delete(slapd_small.user("sam.nomail").dn)
+        # A user with neither a userPrincipalName nor a sAMAccountName cannot be used: a failed record.
+        editor.modify(slapd_small.user("user0005").dn, {"userPrincipalName": [(MODIFY_DELETE, [])],
+                                                        "sAMAccountName": [(MODIFY_DELETE, [])]})
+    log = assert_counters_match_outcomes(run_sync(start_sync(ad_system, mode=SyncMode.INCREMENTAL).pk))
+    assert (log.status, log.records_failed, log.records_deleted) == (RunStatus.PARTIAL, 1, 0)
+    assert account(ad_system, "sam.nomail").removed_at is None  # a partial pass proves nothing
 
 
 @pytest.mark.django_db
@@ -128,5 +165,6 @@ def test_bad_credentials_fail_the_run_permanently_without_the_password(ad_system
     ad_system.credentials = {**ad_system.credentials, "password": to_reference("Typed-Wr0ng:pa55")}
     ad_system.save()
     log = run_sync(start_sync(ad_system).pk, final_attempt=False)  # permanent: not put back in the queue
+    assert_counters_match_outcomes(log)
     assert log.status == RunStatus.FAILED and log.error_kind == "permanent"
     assert "invalid credentials" in log.error_summary and "Typed-Wr0ng" not in log.error_summary
