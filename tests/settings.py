@@ -13,3 +13,7 @@ PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]  # fast use
 CELERY_TASK_ALWAYS_EAGER = True
 CELERY_BROKER_URL = "memory://"
 CELERY_BROKER_TRANSPORT_OPTIONS = {}
+# Transactional tests end with a flush, which production refuses while evidence exists.
+SYNCPLANE_ALLOW_EVIDENCE_FLUSH = True
+# Sign-in counters: a cache of this run only, whatever the environment points SYNCPLANE_CACHE_URL at.
+CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}

@@ -1,5 +1,6 @@
 from django.contrib import admin
 
+from syncplane.changes.choices import ChangeState
 from syncplane.changes.models import ApprovalRecord, ChangeEvent, ChangeRequest
 from syncplane.integrations.models import OutboxMessage
 
@@ -36,6 +37,18 @@ class ChangeRequestAdmin(admin.ModelAdmin):
     readonly_fields = ["state", "requester", "correlation_id", "external_key", "external_change_request_id",
                        "external_url", "submission_error", "external_updated_at", "created_at", "updated_at"]
     inlines = [ChangeEventInline, ApprovalRecordInline]
+
+    # Only a draft can be edited, here as in the API: a submitted change says what the CAB and the ITSM tool
+    # were given, and an edit here would record no event. The model and the database refuse it too.
+    def has_change_permission(self, request, obj=None):
+        if obj is not None and obj.state != ChangeState.DRAFT:
+            return False
+        return super().has_change_permission(request, obj)
+
+    def has_delete_permission(self, request, obj=None):
+        if obj is not None and obj.state != ChangeState.DRAFT:
+            return False
+        return super().has_delete_permission(request, obj)
 
 
 @admin.register(OutboxMessage)

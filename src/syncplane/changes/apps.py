@@ -7,24 +7,16 @@ class ChangesConfig(AppConfig):
     verbose_name = "Change requests"
 
     def ready(self):
-        from django.db.models.signals import post_migrate
-
+        from syncplane.changes import evidence
         from syncplane.changes.delivery import register_handlers
         from syncplane.changes.sink import ChangeSink
+        from syncplane.core.triggers import register
         from syncplane.integrations.choices import RecordKind
+        from syncplane.integrations.evidence import register_check
         from syncplane.integrations.sinks import register_sink
 
         register_sink(RecordKind.CHANGE, ChangeSink)
         register_handlers()
-        post_migrate.connect(_reinstall_evidence_triggers, sender=self)
-
-
-def _reinstall_evidence_triggers(sender, using="default", plan=None, **kwargs):
-    """Same reason as the integrations app: SQLite loses a table's triggers when a migration rebuilds it."""
-    from django.db import connections
-
-    from syncplane.changes.evidence import install_triggers
-
-    if plan is not None and not any(not backwards for _migration, backwards in plan):
-        return
-    install_triggers(connections[using])
+        # Installed after every migrate by core, like the sync-log triggers; checked by verify-evidence.
+        register(evidence.TRIGGERS)
+        register_check("change events", evidence.verify_event_logs)

@@ -16,8 +16,21 @@ def new_change_correlation_id() -> str:
     return f"syncplane-chg-{uuid.uuid4()}"
 
 
+# What a change says, frozen once it leaves draft: the state machine then writes only the state and what the
+# ITSM tool reports (external number, key, URL, submission error). The database refuses too (changes/evidence.py).
+FROZEN_OUTSIDE_DRAFT = (
+    "title", "description", "risk_score", "planned_start", "planned_end", "external_system_id", "correlation_id",
+)
+
+
+class ChangeNotEditable(Exception):
+    pass
+
+
 class ChangeRequest(TimeStampedModel):
-    """A change put to the Change Advisory Board, mirrored as one change request in an ITSM tool."""
+    """A change put to the Change Advisory Board, mirrored as one change request in an ITSM tool.
+
+    Only a draft can be edited: outside draft, saving a change that alters what it says is refused."""
 
     title = models.CharField(max_length=200, verbose_name="title")
     description = models.TextField(blank=True, verbose_name="description")
@@ -90,6 +103,43 @@ class ChangeRequest(TimeStampedModel):
     def __str__(self):
         number = f" ({self.external_change_request_id})" if self.external_change_request_id else ""
         return f"{self.title}{number}"
+
+    @classmethod
+    def from_db(cls, db, field_names, values):
+        instance = super().from_db(db, field_names, values)
+        instance._remember_stored()
+        return instance
+
+    def refresh_from_db(self, *args, **kwargs):
+        super().refresh_from_db(*args, **kwargs)
+        self._remember_stored()
+
+    def _remember_stored(self):
+        # What the database holds, as loaded (deferred fields left out): no query of its own at save time.
+        loaded = self.__dict__
+        self._stored = {name: loaded[name] for name in ("state", *FROZEN_OUTSIDE_DRAFT) if name in loaded}
+
+    def save(self, *args, **kwargs):
+        self._refuse_edit_outside_draft(kwargs.get("update_fields"))
+        super().save(*args, **kwargs)
+        self._remember_stored()
+
+    def _refuse_edit_outside_draft(self, update_fields) -> None:
+        stored = getattr(self, "_stored", None)
+        if self._state.adding or not stored or stored.get("state", ChangeState.DRAFT) == ChangeState.DRAFT:
+            return
+        written = set(FROZEN_OUTSIDE_DRAFT)
+        if update_fields is not None:
+            named = set(update_fields)
+            written = {name for name in written if name in named or name.removesuffix("_id") in named}
+        changed = sorted(name.removesuffix("_id") for name in written
+                         if name in stored and getattr(self, name) != stored[name])
+        if self.state == ChangeState.DRAFT and (update_fields is None or "state" in update_fields):
+            changed.append("state (back to draft)")
+        if changed:
+            raise ChangeNotEditable(
+                f"change {self.pk} is {stored['state']}: only a draft can be edited ({', '.join(changed)})"
+            )
 
     def clean(self):
         super().clean()
