@@ -24,6 +24,14 @@ def require_service(name: str, available: bool, why: str = "") -> None:
     pytest.skip(message)
 
 
+@pytest.fixture(autouse=True)
+def fresh_cache():
+    """Sign-in throttles and lockouts live in the cache, which outlives a test: no test inherits another's."""
+    from django.core.cache import cache
+
+    cache.clear()
+
+
 @pytest.fixture
 def simulator():
     from syncplane_simulators.server import SimulatorServer

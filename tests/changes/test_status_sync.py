@@ -17,6 +17,7 @@ from syncplane.integrations.models import ExternalSystem
 from syncplane.integrations.registry import build_connector
 from syncplane.integrations.secrets import resolve_secret
 from syncplane.integrations.tasks import scheduled_mode
+from tests.integrations.assertions import assert_counters_match_outcomes
 
 SECRET = "hook-secret-for-tests"
 APPROVAL = {"external_id": "appr-1", "approver": "cab.manager", "decision": "approved", "comment": "ok",
@@ -34,7 +35,7 @@ def submitted(fake_system, draft, django_capture_on_commit_callbacks):
 
 
 def poll(system, mode=SyncMode.FULL):
-    log = run_sync(start_sync(system, mode=mode).pk)
+    log = assert_counters_match_outcomes(run_sync(start_sync(system, mode=mode).pk))
     assert log.status == "success", log.error_summary
     return log
 
@@ -151,21 +152,30 @@ def test_a_bad_or_missing_signature_gets_401_and_changes_nothing(client, fake_sy
     assert SECRET not in response.content.decode()
 
 
-def test_no_secret_configured_is_401_with_a_clear_message(client, fake_system, fake_itsm):
+def test_unknown_unconfigured_and_badly_signed_notifications_get_one_answer(client, fake_system, fake_itsm,
+                                                                            servicenow, caplog):
+    """No enumeration: an unknown id, a CMDB, an archived integration, one without a webhook secret and a bad
+    signature are answered alike (same status, same body); only the log tells them apart."""
+    body = b'{"id": "ext-1"}'
+    bad_signature = post(client, fake_system.pk, body, signed(body, "not-the-secret"))
+    answers = [bad_signature, post(client, 999999, body, signed(body)),
+               post(client, servicenow.pk, body, signed(body))]  # a CMDB takes no webhooks
     ExternalSystem.objects.filter(pk=fake_system.pk).update(webhook_secret="")
-    body = b'{"id": "ext-1"}'
+    answers.append(post(client, fake_system.pk, body, signed(body)))
+    ExternalSystem.objects.filter(pk=fake_system.pk).update(archived_at=fake_system.created_at)
+    answers.append(post(client, fake_system.pk, body, signed(body)))
+    assert [(r.status_code, r.content) for r in answers] == [(401, bad_signature.content)] * 5
+    assert "get_changes" not in fake_itsm.calls
+    reasons = [record.reason for record in caplog.records if record.getMessage() == "webhook refused"]
+    assert reasons == ["bad, missing or expired signature", "no live ITSM integration with this id",
+                       "no live ITSM integration with this id", "no webhook secret configured",
+                       "no live ITSM integration with this id"]
+
+
+def test_a_signed_but_deeply_nested_body_is_a_400_not_a_server_error(client, fake_system):
+    body = ("[" * 5000 + "]" * 5000).encode()
     response = post(client, fake_system.pk, body, signed(body))
-    assert response.status_code == 401
-    assert "no webhook secret configured" in response.json()["detail"]
-
-
-def test_unknown_archived_or_non_itsm_integrations_are_404(client, fake_system, fake_itsm, servicenow):
-    body = b'{"id": "ext-1"}'
-    assert post(client, 999999, body, signed(body)).status_code == 404
-    assert post(client, servicenow.pk, body, signed(body)).status_code == 404  # a CMDB takes no webhooks
-    fake_system.archived_at = fake_system.created_at
-    fake_system.save()
-    assert post(client, fake_system.pk, body, signed(body)).status_code == 404
+    assert response.status_code == 400, response.content
 
 
 def test_the_webhook_secret_is_write_only_in_the_integration_api(api_as, fake_system):

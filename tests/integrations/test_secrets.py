@@ -7,6 +7,7 @@ import pytest
 from cryptography.fernet import Fernet
 
 from syncplane.integrations.errors import ConfigurationError, TransientError
+from syncplane.integrations.models import ExternalSystem
 from syncplane.integrations.secrets import (
     SCHEMES,
     Redactor,
@@ -196,7 +197,7 @@ def test_to_reference_keeps_references_and_encrypts_plain_values(settings):
     settings.SYNCPLANE_ENCRYPTION_KEYS = [Fernet.generate_key().decode()]
     assert to_reference("env:SYNCPLANE_SECRET_SN_PASSWORD") == "env:SYNCPLANE_SECRET_SN_PASSWORD"
     assert to_reference("file:/run/secrets/sn") == "file:/run/secrets/sn"
-    assert to_reference("vault:kv/sn#password") == "vault:kv/sn#password"
+    assert to_reference("vault:syncplane/sn#password") == "vault:syncplane/sn#password"
     stored = to_reference("hunter2")
     assert stored.startswith("enc:") and resolve_secret(stored) == "hunter2"
     # An enc: value typed by a user is just a password to us: it is encrypted, never decrypted.
@@ -262,3 +263,104 @@ def test_the_api_refuses_a_reference_to_the_servers_database_url(api_as, simulat
     response = api_as("admin").post("/api/v1/integrations/", body, format="json")
     assert response.status_code == 400
     assert "SYNCPLANE_SECRET_REFERENCE_ALLOW" in str(response.data["credentials"])
+
+
+@pytest.mark.parametrize("ref", ["vault:kv/sn#password", "vault:database/creds#password", "vault:syncplanex/a#k",
+                                 "vault:other/syncplane/a#k"])
+def test_vault_paths_outside_the_allow_list_are_refused(ref):
+    """Whoever may edit an integration cannot name any secret the server's Vault token can read."""
+    with pytest.raises(ValueError, match="SYNCPLANE_VAULT_PATH_ALLOW"):
+        to_reference(ref)
+
+
+def test_the_allowed_vault_paths_are_configurable(settings):
+    assert to_reference("vault:syncplane/servicenow/prod#password") == "vault:syncplane/servicenow/prod#password"
+    settings.SYNCPLANE_VAULT_PATH_ALLOW = ["integrations/*", "team-a/servicenow"]
+    assert to_reference("vault:team-a/servicenow#password") == "vault:team-a/servicenow#password"
+    assert to_reference("vault:integrations/jira/jsm#api_token") == "vault:integrations/jira/jsm#api_token"
+    with pytest.raises(ValueError, match="limited to integrations/\\*, team-a/servicenow"):
+        to_reference("vault:syncplane/servicenow#password")
+
+
+def test_the_api_refuses_a_vault_reference_outside_the_allow_list(api_as, simulator):
+    body = {"name": "SN", "system_type": "servicenow_cmdb", "base_url": f"{simulator.url}/servicenow",
+            "auth_type": "basic", "credentials": {"username": "u", "password": "vault:database/creds/prod#password"},
+            "webhook_secret": "vault:syncplane/sn#hook"}
+    admin = api_as("admin")
+    response = admin.post("/api/v1/integrations/", body, format="json")
+    assert response.status_code == 400
+    assert "SYNCPLANE_VAULT_PATH_ALLOW" in str(response.data["credentials"])
+    body["credentials"]["password"] = "vault:syncplane/sn#password"
+    body["webhook_secret"] = "vault:secret/root#token"
+    response = admin.post("/api/v1/integrations/", body, format="json")
+    assert response.status_code == 400
+    assert "SYNCPLANE_VAULT_PATH_ALLOW" in str(response.data["webhook_secret"])
+
+
+# --- stored secrets never follow a new host ---------------------------------------------------------------
+
+
+def _create(admin, body) -> dict:
+    response = admin.post("/api/v1/integrations/", body, format="json")
+    assert response.status_code == 201, response.data
+    return response.data
+
+
+def test_pointing_base_url_at_another_host_needs_the_secrets_again(api_as, simulator):
+    """PATCH only base_url to a host of your choice, press test, and the stored password went there: now the
+    change is refused unless the secret fields come in the same request."""
+    admin = api_as("admin")
+    system = _create(admin, {"name": "SN", "system_type": "servicenow_cmdb",
+                             "base_url": f"{simulator.url}/servicenow", "auth_type": "basic",
+                             "credentials": {"username": "u", "password": "stored-secret"}})
+    url = f"/api/v1/integrations/{system['id']}/"
+    elsewhere = f"http://localhost:{simulator.port}/servicenow"  # another host name, same test server
+    response = admin.patch(url, {"base_url": elsewhere}, format="json")
+    assert response.status_code == 400
+    assert "base_url" in str(response.data["credentials"]) and "password" in str(response.data["credentials"])
+    assert ExternalSystem.objects.get(pk=system["id"]).base_url == f"{simulator.url}/servicenow"
+    for moved in (f"{simulator.url.replace('http:', 'https:')}/servicenow",  # another scheme
+                  f"http://127.0.0.1:{simulator.port + 1}/servicenow"):  # another port
+        assert admin.patch(url, {"base_url": moved}, format="json").status_code == 400
+    # The user name alone is not enough; the password is.
+    response = admin.patch(url, {"base_url": elsewhere, "credentials": {"username": "v"}}, format="json")
+    assert response.status_code == 400
+    response = admin.patch(url, {"base_url": elsewhere, "credentials": {"password": "typed-again"}}, format="json")
+    assert response.status_code == 200, response.data
+    # Another path on the same host keeps the secrets.
+    response = admin.patch(url, {"base_url": elsewhere + "/"}, format="json")
+    assert response.status_code == 200, response.data
+
+
+def test_a_config_url_the_credentials_go_to_follows_the_same_rule(api_as, simulator):
+    admin = api_as("admin")
+    config = {"object_types": ["Laptop"], "deployment": "data_center",
+              "assets_api_base": f"{simulator.url}/jira/rest/assets/1.0"}
+    system = _create(admin, {"name": "Assets", "system_type": "jira_assets", "base_url": f"{simulator.url}/jira",
+                             "auth_type": "bearer", "credentials": {"token": "stored-token"}, "config": config})
+    url = f"/api/v1/integrations/{system['id']}/"
+    moved = {**config, "assets_api_base": f"http://localhost:{simulator.port}/jira/rest/assets/1.0"}
+    response = admin.patch(url, {"config": moved}, format="json")
+    assert response.status_code == 400
+    reason = str(response.data["credentials"])
+    assert "config.assets_api_base" in reason and "token" in reason
+    response = admin.patch(url, {"config": moved, "credentials": {"token": "typed-again"}}, format="json")
+    assert response.status_code == 200, response.data
+
+
+@pytest.mark.parametrize(("system_type", "field", "extra"), [
+    ("jira_assets", "assets_api_base", {"object_types": ["Laptop"]}),
+    ("entra_id", "authority_url", {"tenant_id": "contoso"}),
+])
+def test_url_config_fields_pass_the_url_policy_when_saved(api_as, simulator, system_type, field, extra):
+    """Checked at save, not only when a sync runs: a metadata address in a second URL is refused at once."""
+    admin = api_as("admin")
+    auth = {"jira_assets": ("bearer", {"token": "t"}),
+            "entra_id": ("oauth2_client_credentials", {"client_id": "c", "client_secret": "s"})}[system_type]
+    body = {"name": system_type, "system_type": system_type, "base_url": f"{simulator.url}/x",
+            "auth_type": auth[0], "credentials": auth[1], "config": {**extra, field: "http://169.254.169.254"}}
+    response = admin.post("/api/v1/integrations/", body, format="json")
+    assert response.status_code == 400
+    assert f"{field}: Outbound URL refused" in str(response.data["config"])
+    body["config"][field] = "http://[64:ff9b::a9fe:a9fe]/"
+    assert admin.post("/api/v1/integrations/", body, format="json").status_code == 400

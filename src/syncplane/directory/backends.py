@@ -6,7 +6,8 @@ check the password they typed (`Connector.check_password`; for an LDAP directory
 with a live, enabled DirectoryAccount on an enabled integration whose connector offers the "password_sign_in"
 capability qualify; any failure (wrong password, locked or disabled account, server unreachable, TLS problem)
 simply fails this login — the reason goes to the log, never to the person signing in, and never with the
-password.
+password. A user name or address locked out after repeated failures (syncplane/core/auth.py) is not even
+tried: each wrong bind would count towards the account's own lockout in the directory.
 
 The account is named by its DN from the last sync (accepted by every LDAP server), then, if the DN moved
 since, by its user principal name. An empty password is refused before anything is sent: LDAP treats a simple
@@ -19,6 +20,7 @@ import logging
 
 from django.contrib.auth.backends import ModelBackend
 
+from syncplane.core.auth import locked_out_for
 from syncplane.integrations.choices import Capability
 from syncplane.integrations.errors import AuthenticationError, IntegrationError
 
@@ -36,6 +38,10 @@ def password_sign_in_types() -> list[str]:
 class DirectoryPasswordBackend(ModelBackend):
     def authenticate(self, request, username=None, password=None, **kwargs):
         if not username or not password:
+            return None
+        # Also asked by LockoutBackend, first in line; asked here again because every wrong bind counts towards
+        # the account's lockout in Active Directory itself, which a guesser must not be able to trigger.
+        if locked_out_for(request, username):
             return None
         from syncplane.directory.models import DirectoryAccount
         from syncplane.integrations.registry import build_connector

@@ -62,7 +62,7 @@ def validate_reference(value) -> None:
     elif scheme == "vault":
         path, sep, key = rest.partition("#")
         if not sep or not path or not key:
-            raise ValueError("vault: needs a path and a key: vault:integrations/servicenow#password.")
+            raise ValueError("vault: needs a path and a key: vault:syncplane/servicenow#password.")
         if not _VAULT_PATH.match(path) or "/../" in f"/{path}/" or "/./" in f"/{path}/":
             raise ValueError("vault: the path may hold letters, digits, '_', '-', '.' and '/' separators.")
         if not _VAULT_KEY.match(key):
@@ -95,15 +95,25 @@ def to_reference(value: str) -> str:
 
 
 def check_reference_allowed(ref: str) -> None:
-    """Refuse an env: or file: reference outside SYNCPLANE_SECRET_REFERENCE_ALLOW (shell-style patterns).
+    """Refuse a reference outside what the operator allows: env: and file: references must match
+    SYNCPLANE_SECRET_REFERENCE_ALLOW, vault: paths SYNCPLANE_VAULT_PATH_ALLOW (shell-style patterns).
 
-    Those references read the server's own environment and files: without a limit, whoever may edit an
-    integration could point one at env:DATABASE_URL and send it, as a password, to a URL they choose. vault:
-    references are limited by the Vault token's policy instead.
+    Those references read the server's own environment, files and Vault: without a limit, whoever may edit an
+    integration could point one at env:DATABASE_URL (or any secret the server's Vault token can read) and send
+    it, as a password, to a URL they choose.
     """
     from django.conf import settings
 
     scheme, rest = _split(ref)
+    if scheme == "vault":
+        # The path, not the key: a policy names secrets. validate_reference refuses '..' and '.' components.
+        path = rest.partition("#")[0]
+        patterns = settings.SYNCPLANE_VAULT_PATH_ALLOW
+        if not any(fnmatch.fnmatchcase(path, pattern) for pattern in patterns):
+            allowed = ", ".join(patterns) or "none"
+            raise ValueError(f"vault: paths are limited to {allowed} (SYNCPLANE_VAULT_PATH_ALLOW); "
+                             "store the secret under an allowed path, or store the value itself")
+        return
     if scheme not in ("env", "file"):
         return
     # A file path cannot climb out of an allowed folder: validate_reference refuses '..' components.

@@ -1,5 +1,5 @@
-import json
 import logging
+import secrets
 
 from django_filters import rest_framework as filters
 from drf_spectacular.utils import OpenApiResponse, extend_schema
@@ -16,6 +16,7 @@ from syncplane.changes.external import apply_external_changes
 from syncplane.changes.models import ChangeRequest, EventSource
 from syncplane.changes.states import IllegalTransition
 from syncplane.core import roles
+from syncplane.core.api import EmptyBodySerializer, loads_json
 from syncplane.integrations.choices import Category
 from syncplane.integrations.errors import IntegrationError, TransientError
 from syncplane.integrations.itsm import ItsmConnector
@@ -74,7 +75,9 @@ class ChangeRequestViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mix
     @action(detail=True, methods=["post"])
     def resubmit(self, request, pk=None):
         """Send a submitted change whose delivery failed (see submission_error) to the ITSM tool again."""
-        return self._act(actions.resubmit, self.get_object(), user=request.user)
+        change = self.get_object()
+        EmptyBodySerializer(data=request.data).is_valid(raise_exception=True)
+        return self._act(actions.resubmit, change, user=request.user)
 
     @extend_schema(request=serializers.CancelSerializer,
                    responses={202: serializers.ChangeRequestSerializer, 409: CONFLICT})
@@ -119,10 +122,18 @@ class ChangeRequestViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mix
 MAX_IDS = 100  # one notification is about a change or a few; more is not a notification
 
 
+# One answer for every refused notification, so the endpoint does not tell which integration ids exist, which
+# are ITSM ones or which have a webhook secret; the log says which it was.
+WEBHOOK_REFUSED = {"detail": "missing or invalid webhook signature"}
+# Unknown ids are checked against a throwaway secret, so they cost the same work as a wrong signature.
+_DECOY_SECRET = secrets.token_hex(32)
+
+
 class ChangeWebhookView(APIView):
     """Inbound notifications of an ITSM integration. No user: the caller proves itself with the integration's
-    webhook secret (an HMAC signature or a shared-secret header). The notification is a hint: the changes it
-    names are read back from the ITSM tool and applied like a poll, so a duplicate or stale one is a no-op."""
+    webhook secret (an HMAC signature, optionally over a timestamp, or a shared-secret header). The notification
+    is a hint: the changes it names are read back from the ITSM tool and applied like a poll, so a duplicate or
+    stale one is a no-op."""
 
     authentication_classes = []
     permission_classes = [AllowAny]
@@ -130,30 +141,25 @@ class ChangeWebhookView(APIView):
     @extend_schema(
         request={"application/json": {"type": "object"}},
         responses={200: serializers.WebhookResultSerializer,
-                   401: OpenApiResponse(description="Missing or wrong signature, or no webhook secret configured."),
-                   404: OpenApiResponse(description="No such live ITSM integration.")},
+                   401: OpenApiResponse(description="Refused: a missing, wrong or expired signature, or no live ITSM "
+                                                    "integration with a webhook secret under this id (one answer "
+                                                    "for all, by design).")},
     )
     def post(self, request, integration_id: int):
         body = request.body  # the raw bytes the signature covers, before any parsing
         system = ExternalSystem.objects.live().filter(pk=integration_id, category=Category.ITSM).first()
         connector_class = _connector_class(system)
-        if connector_class is None:
-            return Response({"detail": "no such ITSM integration"}, status=status.HTTP_404_NOT_FOUND)
-        if not system.webhook_secret:
-            return Response({"detail": "this integration has no webhook secret configured; set webhook_secret"},
-                            status=status.HTTP_401_UNAUTHORIZED)
+        secret, refusal = None, "no live ITSM integration with this id"
+        if connector_class is not None:
+            secret, refusal = _webhook_secret(system)
+        scheme = connector_class.webhook_signature if connector_class is not None else "hmac-sha256"
+        signed = signature_ok(scheme, secret or _DECOY_SECRET, body, request.headers)
+        if secret is None or not signed:
+            logger.warning("webhook refused", extra={"integration_id": integration_id,
+                                                     "reason": refusal or "bad, missing or expired signature"})
+            return Response(WEBHOOK_REFUSED, status=status.HTTP_401_UNAUTHORIZED)
         try:
-            secret = resolve_secret(system.webhook_secret)
-        except Exception as exc:  # an unreadable reference: say so in the log, never which value
-            logger.error("webhook secret cannot be resolved", extra={"integration_id": system.pk,
-                                                                     "error_type": type(exc).__name__})
-            return Response({"detail": "the webhook secret of this integration cannot be read"},
-                            status=status.HTTP_401_UNAUTHORIZED)
-        if not signature_ok(connector_class.webhook_signature, secret, body, request.headers):
-            logger.warning("webhook refused: bad or missing signature", extra={"integration_id": system.pk})
-            return Response({"detail": "missing or invalid webhook signature"}, status=status.HTTP_401_UNAUTHORIZED)
-        try:
-            payload = json.loads(body or b"{}")
+            payload = loads_json(body or b"{}")
         except ValueError:
             return Response({"detail": "the body is not JSON"}, status=status.HTTP_400_BAD_REQUEST)
         if not isinstance(payload, dict):
@@ -172,6 +178,18 @@ class ChangeWebhookView(APIView):
         updated = apply_external_changes(system, externals, source=EventSource.WEBHOOK)
         logger.info("webhook applied", extra={"integration_id": system.pk, "changes": len(ids), "updated": updated})
         return Response({"changes": len(ids), "updated": updated})
+
+
+def _webhook_secret(system: ExternalSystem) -> tuple[str | None, str]:
+    """The integration's webhook secret, or None and why not (for the log, never for the caller)."""
+    if not system.webhook_secret:
+        return None, "no webhook secret configured"
+    try:
+        return resolve_secret(system.webhook_secret), ""
+    except Exception as exc:  # an unreadable reference: say so in the log, never which value
+        logger.error("webhook secret cannot be resolved", extra={"integration_id": system.pk,
+                                                                 "error_type": type(exc).__name__})
+        return None, "the webhook secret cannot be read"
 
 
 def _connector_class(system: ExternalSystem | None) -> type[ItsmConnector] | None:

@@ -138,13 +138,16 @@ def test_filter_values_are_escaped_so_an_injection_finds_nothing(slapd):
             assert ad.find_users(attack) == [], attack
 
 
-def test_a_wrong_ca_is_a_clear_configuration_error(slapd, tmp_path):
+def test_a_wrong_ca_names_ca_file_in_the_answer_and_the_cause_in_the_log(slapd, tmp_path, caplog):
+    # The answer is the one every connection failure gets (no port scanning through it); the log has the cause.
     other_ca = str(write_ca_file(tmp_path / "other-ca.pem"))
     for url in (slapd.ldaps_url, slapd.ldap_url):
-        with pytest.raises(ConfigurationError) as caught, connector(slapd, url, ca_file=other_ca) as ad:
+        with pytest.raises(TransientError) as caught, connector(slapd, url, ca_file=other_ca) as ad:
             ad.test_connection()
-        assert "could not be verified against " + other_ca in str(caught.value)
-        assert "certificate verify failed" in str(caught.value)
+        assert "cannot reach the directory" in str(caught.value) and "ca_file" in str(caught.value)
+        causes = [record.cause for record in caplog.records if hasattr(record, "cause")]
+        assert "could not be verified against " + other_ca in causes[-1]
+        assert "certificate verify failed" in causes[-1]
 
 
 def test_a_missing_ca_file_is_named(slapd, tmp_path):

@@ -30,6 +30,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from syncplane.core.normalize import normalize_mac
 from syncplane.integrations.base import (
+    RATE_MAX,
+    RATE_MIN,
     ConnectionResult,
     Connector,
     ConnectorContext,
@@ -196,9 +198,11 @@ def map_object(
     attributes = raw.get("attributes", [])
     if not isinstance(attributes, list):
         raise RecordError("attributes is not a list")
-    attribute_map = DEFAULT_ATTRIBUTE_MAP if attribute_map is None else attribute_map
-    status_map = _folded(DEFAULT_STATUS_MAP if status_map is None else status_map)
-    type_map = _folded(DEFAULT_TYPE_MAP if type_map is None else type_map)
+    # Configured maps extend the defaults; a configured entry wins (and comes first among attributes).
+    attribute_map = {**(attribute_map or {}), **{k: v for k, v in DEFAULT_ATTRIBUTE_MAP.items()
+                                                 if k not in (attribute_map or {})}}
+    status_map = _folded({**DEFAULT_STATUS_MAP, **(status_map or {})})
+    type_map = _folded({**DEFAULT_TYPE_MAP, **(type_map or {})})
     names = names or {}
 
     by_name: dict[str, tuple[list, Any]] = {}
@@ -245,7 +249,8 @@ def map_object(
         "department": found.get("department", ""),
         "last_seen_at": last_seen.isoformat() if last_seen else None,
     }
-    return MappedRecord(external_id=str(object_id).strip(), attributes=attributes_out, raw=raw)
+    unmapped = {"status": status_name} if status_name and status_name.casefold() not in status_map else {}
+    return MappedRecord(external_id=str(object_id).strip(), attributes=attributes_out, raw=raw, unmapped=unmapped)
 
 
 def _folded(table: dict[str, str]) -> dict[str, str]:
@@ -286,7 +291,14 @@ class JiraAssetsConnector(Connector):
     system_type = SystemType.JIRA_ASSETS
     category = Category.CMDB
     display_name = "Jira Assets"
+    base_url_help = (
+        "The Jira site (Cloud: https://<site>.atlassian.net) or Jira Data Center's own URL, without "
+        "/rest/...: the connector finds the Assets API from it (or from config assets_api_base)."
+    )
+    base_url_example = "https://acme-it.atlassian.net"
+    owned_path_suffixes = ("/rest", "/jsm/assets")
     record_kind = RecordKind.ASSET
+    url_config_fields = ("assets_api_base",)  # the Assets API host gets the same credentials as the site
     auth_types = (AuthType.BASIC, AuthType.BEARER)
     capabilities = frozenset({
         Capability.TEST_CONNECTION, Capability.FULL, Capability.INCREMENTAL, Capability.DRY_RUN, Capability.LOOKUP,
@@ -303,7 +315,7 @@ class JiraAssetsConnector(Connector):
             },
             "assets_api_base": {
                 "type": "string",
-                "pattern": "^https?://[^\\s]+$",
+                "pattern": "^(https?://[^\\s]+)?$",  # empty: the default, derived from the base URL
                 "maxLength": 500,
                 "default": "",
                 "description": "Cloud: the Assets API host (default https://api.atlassian.com); "
@@ -333,11 +345,14 @@ class JiraAssetsConnector(Connector):
             },
             "page_size": {"type": "integer", "minimum": 1, "maximum": 999, "default": 250},
             "attribute_map": _name_map_schema(MAPPABLE_FIELDS, DEFAULT_ATTRIBUTE_MAP,
-                                              "Jira attribute name -> canonical field (replaces the default)."),
+                                              "Jira attribute name -> canonical field, added to the default "
+                                              "(shown); a configured attribute is read first."),
             "status_map": _name_map_schema(STATUSES, DEFAULT_STATUS_MAP,
-                                           "Status name (case-insensitive) -> canonical status."),
+                                           "Status name (case-insensitive) -> canonical status, added to the "
+                                           "default (shown); another status is unknown and counted on the run."),
             "type_map": _name_map_schema(ASSET_TYPES, DEFAULT_TYPE_MAP,
-                                         "Object type name (case-insensitive) -> canonical asset type."),
+                                         "Object type name (case-insensitive) -> canonical asset type, added to "
+                                         "the default (shown)."),
             "aql_time_zone": {
                 "type": "string",
                 "maxLength": 64,
@@ -345,7 +360,7 @@ class JiraAssetsConnector(Connector):
                 "description": "Time zone AQL dates are read in (the integration user's Jira time zone).",
             },
             "cursor_overlap_minutes": {"type": "integer", "minimum": 0, "maximum": 1440, "default": 5},
-            "rate_limit_per_second": {"type": "number", "exclusiveMinimum": 0, "default": 10},
+            "rate_limit_per_second": {"type": "number", "minimum": RATE_MIN, "maximum": RATE_MAX, "default": 10},
             "timeout_seconds": {"type": "number", "minimum": 1, "maximum": 300, "default": 60},
         },
         "required": ["object_types"],

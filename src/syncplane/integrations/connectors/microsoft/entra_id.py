@@ -40,7 +40,8 @@ Mapping (the directory record contract; absent properties stay absent, meaning "
   iOS, IPad -> iPadOS), os_version, compliance_state from isCompliant (true compliant, false noncompliant,
   null unknown), asset_type from the OS (DEVICE_TYPES: phones mobile, iPads tablet, Windows and macOS
   clients laptop, Windows Server server, anything else other; Entra does not know the form factor),
-  last_seen_at = approximateLastSignInDateTime; hostname only when displayName is a DNS label. isManaged,
+  last_seen_at = approximateLastSignInDateTime; hostname only when displayName is a DNS label; status from
+  accountEnabled (enabled active, disabled retired, as for Active Directory computers; absent unknown). isManaged,
   trustType and deviceId stay in the raw record.
 """
 
@@ -234,6 +235,13 @@ class EntraIDConnector(Connector):
     system_type = SystemType.ENTRA_ID
     category = Category.IDENTITY
     display_name = "Microsoft Entra ID"
+    url_config_fields = ("authority_url",)  # the client secret goes to the authority's token endpoint
+    base_url_help = (
+        "The Microsoft Graph root with its version, without a resource: the connector adds /users, "
+        "/groups and /devices (national clouds: https://graph.microsoft.us/v1.0, ...)."
+    )
+    base_url_example = "https://graph.microsoft.com/v1.0"
+    owned_path_suffixes = ("/users", "/groups", "/devices")
     record_kind = RecordKind.DIRECTORY
     auth_types = (AuthType.OAUTH2_CLIENT_CREDENTIALS,)
     capabilities = frozenset({Capability.TEST_CONNECTION, Capability.FULL, Capability.INCREMENTAL, Capability.DRY_RUN})
@@ -425,6 +433,9 @@ def map_device(raw: dict) -> AssetAttributes:
     compliant = raw.get("isCompliant")
     if compliant not in (True, False, None):
         raise RecordError("isCompliant is not a boolean")
+    enabled = raw.get("accountEnabled")
+    if enabled not in (True, False, None):
+        raise RecordError("accountEnabled is not a boolean")
     seen = _text(raw, "approximateLastSignInDateTime")
     if seen:
         try:
@@ -436,5 +447,6 @@ def map_device(raw: dict) -> AssetAttributes:
         "operating_system": os_name,
         "os_version": _text(raw, "operatingSystemVersion"),
         "compliance_state": {True: "compliant", False: "noncompliant"}.get(compliant, "unknown"),
+        "status": {True: "active", False: "retired"}.get(enabled, "unknown"),
         "last_seen_at": seen or None,
     }
