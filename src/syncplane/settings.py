@@ -5,6 +5,7 @@ SQLite in the data folder and a Celery broker that needs no server. Production p
 CELERY_BROKER_URL at PostgreSQL and Redis; the code path is the same.
 """
 
+import re
 from pathlib import Path
 
 import dj_database_url
@@ -34,13 +35,17 @@ if not SECRET_KEY and SYNCPLANE_DEMO:
     SECRET_KEY = demo_secret_key(DATA_DIR)
 if not SECRET_KEY:
     raise ImproperlyConfigured(
-        "SECRET_KEY is not set. Set it to a long random string (the demo, `make demo`, generates one)."
+        "SECRET_KEY is not set: set it to a long random string (at least 32 characters), "
+        "or set SYNCPLANE_DEMO=1 for the demo, which generates one."
     )
 if len(SECRET_KEY) < 32 and not DEBUG:
     raise ImproperlyConfigured("SECRET_KEY is too short: use at least 32 random characters.")
 
 ALLOWED_HOSTS = env_list("SYNCPLANE_ALLOWED_HOSTS", ["127.0.0.1", "localhost"])
 CSRF_TRUSTED_ORIGINS = env_list("SYNCPLANE_CSRF_TRUSTED_ORIGINS", [])
+
+# Where people reach this server: the CLI prints the API address of a run under it (empty: the path alone).
+SYNCPLANE_PUBLIC_URL = env_str("SYNCPLANE_PUBLIC_URL", "")
 
 # Plain http and loopback / private addresses for outbound calls: only for the demo and tests.
 SYNCPLANE_ALLOW_INSECURE_OUTBOUND = env_bool("SYNCPLANE_ALLOW_INSECURE_OUTBOUND", SYNCPLANE_DEMO)
@@ -50,6 +55,14 @@ SYNCPLANE_REQUIRE_SERVICES = env_bool("SYNCPLANE_REQUIRE_SERVICES", False)
 # Secrets typed into the API are stored encrypted (enc:...). First key encrypts, all decrypt (rotation);
 # empty means a key derived from SECRET_KEY.
 SYNCPLANE_ENCRYPTION_KEYS = env_list("SYNCPLANE_ENCRYPTION_KEYS", [])
+# The keys of the sync-log hash chain (HMAC-SHA256), kept out of the database so a database writer cannot forge
+# a chain that verifies. First key signs, all verify (rotation); empty means a key derived from SECRET_KEY
+# (and SECRET_KEY_FALLBACKS).
+SYNCPLANE_EVIDENCE_KEYS = env_list("SYNCPLANE_EVIDENCE_KEYS", [])
+if any(len(key) < 32 for key in SYNCPLANE_EVIDENCE_KEYS):
+    raise ImproperlyConfigured("SYNCPLANE_EVIDENCE_KEYS: each key must be at least 32 random characters.")
+# `syncplane flush` refuses while evidence exists; only the test settings allow it (test teardown flushes).
+SYNCPLANE_ALLOW_EVIDENCE_FLUSH = False
 SYNCPLANE_VAULT_ADDR = env_str("SYNCPLANE_VAULT_ADDR", "")
 SYNCPLANE_VAULT_TOKEN = env_str("SYNCPLANE_VAULT_TOKEN", "env:VAULT_TOKEN")
 SYNCPLANE_VAULT_MOUNT = env_str("SYNCPLANE_VAULT_MOUNT", "secret")
@@ -59,6 +72,9 @@ SYNCPLANE_SECRET_REFERENCE_ALLOW = env_list(
     "SYNCPLANE_SECRET_REFERENCE_ALLOW",
     ["env:SYNCPLANE_SECRET_*", "file:/run/secrets/*", "file:/etc/syncplane/secrets/*"],
 )
+# Which Vault paths vault: references may name (shell patterns; `*` also crosses `/`). The server's Vault token
+# may read more than integrations need; without a limit an admin could send any of it to a URL they choose.
+SYNCPLANE_VAULT_PATH_ALLOW = env_list("SYNCPLANE_VAULT_PATH_ALLOW", ["syncplane/*"])
 
 # The schedule runs incremental syncs, and a full one (which reconciles deletions) after this many hours.
 SYNCPLANE_FULL_SYNC_HOURS = env_int("SYNCPLANE_FULL_SYNC_HOURS", 24, minimum=1)
@@ -72,6 +88,18 @@ SYNCPLANE_STALE_RUN_SECONDS = env_int("SYNCPLANE_STALE_RUN_SECONDS", 600, minimu
 # A queued run that no worker has taken yet is usually waiting behind a long one, not dead (tasks survive a
 # worker's death: acks late); only a task lost before it reached the broker leaves one queued for good.
 SYNCPLANE_STALE_QUEUED_SECONDS = env_int("SYNCPLANE_STALE_QUEUED_SECONDS", 6 * 3600, minimum=60)
+# A sync task running longer than this is stopped (Celery's soft time limit): its run fails with "stopped after
+# the time limit of N s", keeps its checkpoint, and the worker is free again. The hard limit kills the worker
+# process of a task that could not be stopped (a call that never returns to Python).
+SYNCPLANE_SYNC_TIME_LIMIT_SECONDS = env_int("SYNCPLANE_SYNC_TIME_LIMIT_SECONDS", 4 * 3600, minimum=60)
+SYNCPLANE_SYNC_HARD_TIME_LIMIT_SECONDS = env_int(
+    "SYNCPLANE_SYNC_HARD_TIME_LIMIT_SECONDS", SYNCPLANE_SYNC_TIME_LIMIT_SECONDS + 300, minimum=60
+)
+if SYNCPLANE_SYNC_HARD_TIME_LIMIT_SECONDS <= SYNCPLANE_SYNC_TIME_LIMIT_SECONDS:
+    raise ImproperlyConfigured(
+        "SYNCPLANE_SYNC_HARD_TIME_LIMIT_SECONDS must be longer than SYNCPLANE_SYNC_TIME_LIMIT_SECONDS "
+        f"({SYNCPLANE_SYNC_HARD_TIME_LIMIT_SECONDS} <= {SYNCPLANE_SYNC_TIME_LIMIT_SECONDS})"
+    )
 
 INSTALLED_APPS = [
     "django.contrib.admin",
@@ -158,6 +186,7 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 # Local users first; a user synced from Active Directory (unusable local password) signs in by a bind to
 # their domain controller (syncplane/directory/backends.py).
 AUTHENTICATION_BACKENDS = [
+    "syncplane.core.auth.LockoutBackend",  # first: refuses a locked-out name or address for every backend
     "django.contrib.auth.backends.ModelBackend",
     "syncplane.directory.backends.DirectoryPasswordBackend",
 ]
@@ -193,21 +222,46 @@ CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
         # Token first: its WWW-Authenticate header is what makes DRF answer anonymous callers 401, not 403.
-        "rest_framework.authentication.TokenAuthentication",
+        "syncplane.core.auth.ExpiringTokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["syncplane.core.permissions.RolePermission"],
+    # JSON with a nesting limit: a body of a few thousand brackets is a 400, not a RecursionError.
+    "DEFAULT_PARSER_CLASSES": [
+        "syncplane.core.api.DepthLimitedJSONParser",
+        "rest_framework.parsers.FormParser",
+        "rest_framework.parsers.MultiPartParser",
+    ],
     "DEFAULT_FILTER_BACKENDS": [
+        "syncplane.core.api.UnknownQueryParametersFilter",  # first: a misspelt filter is a 400
         "django_filters.rest_framework.DjangoFilterBackend",
         "rest_framework.filters.SearchFilter",
         "rest_framework.filters.OrderingFilter",
     ],
-    "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.LimitOffsetPagination",
+    "DEFAULT_PAGINATION_CLASS": "syncplane.core.api.StrictLimitOffsetPagination",
     "PAGE_SIZE": 50,
-    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_SCHEMA_CLASS": "syncplane.core.schema.SyncplaneAutoSchema",
     "EXCEPTION_HANDLER": "syncplane.core.api.exception_handler",
     "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
+    # How many proxies in front of the server add to X-Forwarded-For; 0 trusts none of it, so a client cannot
+    # pick the address that sign-in throttles and lockouts count against.
+    "NUM_PROXIES": env_int("SYNCPLANE_NUM_PROXIES", 0, minimum=0),
 }
+
+# Sign-in (syncplane/core/auth.py): API tokens expire this long after they are issued; the token endpoint is
+# throttled per address and per user name; repeated failures lock a user name (or an address) out for a while.
+SYNCPLANE_TOKEN_TTL_HOURS = env_int("SYNCPLANE_TOKEN_TTL_HOURS", 24, minimum=1)
+SYNCPLANE_LOGIN_RATE = env_str("SYNCPLANE_LOGIN_RATE", "20/min")
+if not re.fullmatch(r"[1-9][0-9]*/(s|sec|second|m|min|minute|h|hour|d|day)", SYNCPLANE_LOGIN_RATE):
+    raise ImproperlyConfigured(f"SYNCPLANE_LOGIN_RATE must look like 20/min (per s, min, hour or day); "
+                               f"got {SYNCPLANE_LOGIN_RATE!r}")
+SYNCPLANE_LOGIN_MAX_FAILURES = env_int("SYNCPLANE_LOGIN_MAX_FAILURES", 10, minimum=1)
+SYNCPLANE_LOGIN_MAX_FAILURES_PER_ADDRESS = env_int("SYNCPLANE_LOGIN_MAX_FAILURES_PER_ADDRESS", 50, minimum=1)
+SYNCPLANE_LOGIN_LOCKOUT_SECONDS = env_int("SYNCPLANE_LOGIN_LOCKOUT_SECONDS", 900, minimum=1)
+
+# The API schema and its Swagger page: open to anyone in the demo, to signed-in users with a role elsewhere
+# (syncplane/urls.py reads it on each request).
+SYNCPLANE_API_DOCS_PUBLIC = env_bool("SYNCPLANE_API_DOCS_PUBLIC", SYNCPLANE_DEMO)
 
 SPECTACULAR_SETTINGS = {
     "TITLE": "Syncplane API",
@@ -219,7 +273,12 @@ SPECTACULAR_SETTINGS = {
     "REDOC_DIST": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
     # state, from_state and to_state of changes share one choice set: one schema enum, one name.
-    "ENUM_NAME_OVERRIDES": {"ChangeStateEnum": "syncplane.changes.choices.ChangeState"},
+    "ENUM_NAME_OVERRIDES": {
+        "ChangeStateEnum": "syncplane.changes.choices.ChangeState",
+        "RunStatusEnum": "syncplane.integrations.choices.RunStatus",
+        "RecordStatusEnum": "syncplane.integrations.choices.RecordStatus",
+        "AssetStatusEnum": "syncplane.integrations.records.AssetStatus",
+    },
 }
 
 # Celery. The default broker is kombu's filesystem transport: durable, shared between processes through a
@@ -262,6 +321,25 @@ CELERY_BEAT_SCHEDULE = {
     },
 }
 CELERY_TIMEZONE = TIME_ZONE
+
+
+def _cache(url: str) -> dict:
+    if url.startswith(("redis://", "rediss://")):
+        return {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": url}
+    if url == "db://":
+        return {"BACKEND": "django.core.cache.backends.db.DatabaseCache", "LOCATION": "syncplane_cache"}
+    if url == "locmem://":
+        return {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}
+    raise ImproperlyConfigured("SYNCPLANE_CACHE_URL must be redis://..., rediss://..., db:// or locmem://.")
+
+
+# The cache holds sign-in throttles and lockout counters, so it must be shared by every web process: Redis
+# (the broker's, by default, when the broker is Redis), or db:// (run `syncplane createcachetable` once).
+# locmem:// is per process: right for one process (the demo), weaker with several (each counts alone).
+SYNCPLANE_CACHE_URL = env_str(
+    "SYNCPLANE_CACHE_URL", CELERY_BROKER_URL if CELERY_BROKER_URL.startswith(("redis://", "rediss://")) else "locmem://"
+)
+CACHES = {"default": {**_cache(SYNCPLANE_CACHE_URL), "KEY_PREFIX": "syncplane"}}
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 
 LOG_FORMAT = env_choice("SYNCPLANE_LOG_FORMAT", "json", ("json", "console"))

@@ -239,7 +239,193 @@ def test_integration_types_lists_schemas_with_secret_fields_marked(api_as):
     assert basic["password"]["x-secret"] is True and "x-secret" not in basic["username"]
 
 
-def test_openapi_schema_and_swagger_ui_are_served(client):
+def test_openapi_schema_and_swagger_ui_are_served(api_as):
+    client = api_as("viewer")  # anonymous only with SYNCPLANE_API_DOCS_PUBLIC (tests/core/test_api_docs.py)
     assert client.get("/api/schema/").status_code == 200
     ui = client.get("/api/docs/")
     assert ui.status_code == 200 and b"swagger" in ui.content.lower()
+
+
+# --- saved configurations that would crash or hang every sync (issue 10.3) ---------------------------------
+
+
+def numeric_properties(schema, path="config"):
+    """Every number or integer property of a JSON Schema, with its path."""
+    kinds = schema.get("type")
+    kinds = kinds if isinstance(kinds, list) else [kinds]
+    if ("integer" in kinds or "number" in kinds) and "enum" not in schema:
+        yield path, schema
+    for name, child in (schema.get("properties") or {}).items():
+        yield from numeric_properties(child, f"{path}.{name}")
+    if isinstance(schema.get("additionalProperties"), dict):
+        yield from numeric_properties(schema["additionalProperties"], f"{path}.*")
+
+
+def test_every_numeric_setting_of_every_connector_has_a_sane_range():
+    from syncplane.integrations.registry import registered_types
+
+    found = 0
+    for system_type, connector in registered_types().items():
+        for path, prop in numeric_properties(connector.config_schema):
+            found += 1
+            assert "maximum" in prop, f"{system_type} {path} has no maximum"
+            assert "minimum" in prop, f"{system_type} {path} has no minimum"
+            if path.endswith("rate_limit_per_second"):
+                assert prop["minimum"] >= 0.1, f"{system_type} {path} allows a pace that sleeps for ever"
+    assert found > 20
+
+
+@pytest.mark.parametrize(
+    ("overrides", "field", "reason"),
+    [
+        ({"config": {"rate_limit_per_second": 1e-9}}, "config", "rate_limit_per_second"),
+        ({"config": {"rate_limit_per_second": 1e9}}, "config", "rate_limit_per_second"),
+        ({"sync_interval_minutes": 10**12}, "sync_interval_minutes", "10080"),
+        ({"sync_interval_minutes": -1}, "sync_interval_minutes", "0"),
+        ({"field_mapping": {"name": {"source": "x", "map": {"a": "b"}, "default": 5}}}, "field_mapping", "name"),
+        ({"field_mapping": {"last_seen_at": {"source": "x", "default": 5}}}, "field_mapping", "last_seen_at"),
+        ({"field_mapping": {"compliance_score": {"source": "x", "default": "high"}}}, "field_mapping", "0 to 100"),
+    ],
+)
+def test_a_config_that_would_hang_or_crash_every_sync_is_refused(api_as, simulator, overrides, field, reason):
+    response = api_as("admin").post("/api/v1/integrations/", new_integration_body(simulator, **overrides),
+                                    format="json")
+    assert response.status_code == 400, response.data
+    assert field in response.data and reason in json.dumps(response.data), response.data
+
+
+def test_a_freshservice_id_in_the_config_is_bounded_to_64_bits(api_as, simulator):
+    body = new_integration_body(simulator, system_type="freshservice_cmdb", auth_type="api_key",
+                                base_url=f"{simulator.url}/freshservice", credentials={"api_key": "k"},
+                                config={"workspace_id": 2**64})
+    response = api_as("admin").post("/api/v1/integrations/", body, format="json")
+    assert response.status_code == 400 and "workspace_id" in str(response.data["config"])
+
+
+# --- a base URL holding the API path (issue 16.6) ---------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("system_type", "auth_type", "suffix", "part"),
+    [
+        ("servicenow_cmdb", "basic", "/api/now", "/api/now"),
+        ("servicenow_itsm", "basic", "/api/now/v2/table/change_request", "/api/now"),
+        ("freshservice_cmdb", "api_key", "/api/v2", "/api/v2"),
+        ("jira_service_management", "basic", "/rest/api/3", "/rest"),
+        ("entra_id", "oauth2_client_credentials", "/users", "/users"),
+    ],
+)
+def test_a_base_url_with_the_api_path_appended_is_refused_naming_the_part(api_as, simulator, system_type,
+                                                                        auth_type, suffix, part):
+    from syncplane.integrations.base import CREDENTIAL_FIELDS
+
+    root = f"{simulator.url}/vendor"
+    body = new_integration_body(simulator, system_type=system_type, auth_type=auth_type, base_url=root + suffix,
+                                credentials={name: "x" for name in CREDENTIAL_FIELDS[auth_type]},
+                                config={"tenant_id": "t"} if system_type == "entra_id" else {})
+    response = api_as("admin").post("/api/v1/integrations/", body, format="json")
+    assert response.status_code == 400, response.data
+    message = str(response.data["base_url"])
+    assert part in message and f"Use {root}" in message
+
+
+def test_a_base_url_under_a_path_of_its_own_is_kept(api_as, simulator):
+    response = api_as("admin").post("/api/v1/integrations/", new_integration_body(simulator), format="json")
+    assert response.status_code == 201 and response.data["base_url"].endswith("/servicenow")
+
+
+# --- the browsable API's form (issue 16.9) -----------------------------------------------------------------
+
+
+def test_the_browsable_api_form_creates_an_integration(api_as, simulator):
+    import html
+    import re
+
+    admin = api_as("admin")
+    page = admin.get("/api/v1/integrations/", HTTP_ACCEPT="text/html")
+    assert page.status_code == 200
+    content = page.content.decode()
+    assert "not currently supported" not in content
+    for name in ("config", "field_mapping", "credentials"):
+        assert re.search(rf'<textarea[^>]*name="{name}"', content), name
+    # The raw data form's template, as it comes, only needs the values a person must choose.
+    raw = re.search(r'<textarea[^>]*name="_content"[^>]*>(.*?)</textarea>', content, re.S).group(1)
+    template = json.loads(html.unescape(raw))
+    assert template["config"] == {} and template["field_mapping"] == {} and template["credentials"] == {}
+    filled = {**template, "name": "From the template", "system_type": "servicenow_cmdb",
+              "base_url": f"{simulator.url}/servicenow", "auth_type": "basic",
+              "credentials": {"username": "svc", "password": SECRET}}
+    filled = {k: v for k, v in filled.items() if v is not None}
+    created = admin.post("/api/v1/integrations/", filled, format="json")
+    assert created.status_code == 201, created.data
+    # The HTML form posts each JSON field as text.
+    form = {"name": "From the form", "system_type": "servicenow_cmdb", "base_url": f"{simulator.url}/servicenow",
+            "auth_type": "basic", "credentials": json.dumps({"username": "svc", "password": SECRET}),
+            "config": "{}", "field_mapping": "{}", "enabled": "true", "csrfmiddlewaretoken": "as the form sends"}
+    posted = admin.post("/api/v1/integrations/", form, format="multipart")
+    assert posted.status_code == 201, posted.data
+    assert ExternalSystem.objects.get(name="From the form").credentials["password"].startswith("enc:")
+
+
+# --- integration-types describes the whole create body (issue 16.10) --------------------------------------
+
+
+def test_integration_types_describe_base_url_enabled_and_the_schedule(api_as):
+    types = {t["system_type"]: t for t in api_as("viewer").get("/api/v1/integration-types/").data}
+    servicenow = types["servicenow_cmdb"]
+    assert servicenow["base_url"]["example"] == "https://acme.service-now.com"
+    assert "/api/now" in servicenow["base_url"]["description"]
+    assert servicenow["base_url"]["refused_path_parts"] == ["/api/now", "/oauth_token.do"]
+    assert types["active_directory"]["base_url"]["example"].startswith("ldaps://")
+    interval = types["servicenow_itsm"]["sync_interval_minutes"]
+    assert interval["minimum"] == 0 and interval["maximum"] == 10080 and interval["default"] == 5
+    assert "0 syncs" in interval["description"]
+    assert types["entra_id"]["enabled"]["type"] == "boolean"
+    scheduled = types["entra_id"]["scheduled"]
+    assert scheduled["type"] == "boolean" and scheduled["default"] is False
+    assert "first successful manual sync" in scheduled["description"]
+    assert all(t["base_url"]["description"] and t["base_url"]["example"] for t in types.values())
+
+
+# --- every record outcome of a run, paged (issue 16.11) ---------------------------------------------------
+
+
+def test_a_run_shows_its_totals_and_pages_every_outcome(api_as, servicenow):
+    from syncplane.integrations.models import SyncRecordOutcome
+
+    log = start_sync(servicenow)
+    SyncRecordOutcome.objects.bulk_create(
+        [SyncRecordOutcome(sync_log=log, external_id=f"bad-{i}", action="create", status="failed",
+                           reason="no name", raw_payload={"i": i}) for i in range(205)]
+        + [SyncRecordOutcome(sync_log=log, external_id=f"ok-{i}", action="update", status="applied",
+                             changes={"name": ["a", "b"]}) for i in range(3)]
+    )
+    viewer = api_as("viewer")
+    detail = viewer.get(f"/api/v1/integration-sync-logs/{log.pk}/").data
+    assert len(detail["record_errors"]) == 200 and detail["record_errors_total"] == 205
+    assert detail["record_errors_truncated"] is True
+    assert detail["changes_total"] == 3 and detail["changes_truncated"] is False
+    assert detail["outcomes_url"].endswith(f"/api/v1/integration-sync-logs/{log.pk}/outcomes/")
+    failed = viewer.get(detail["outcomes_url"], {"status": "failed", "limit": 100, "offset": 200}).data
+    assert failed["count"] == 205 and [r["external_id"] for r in failed["results"]] == [
+        f"bad-{i}" for i in range(200, 205)]
+    assert failed["results"][0]["reason"] == "no name" and failed["results"][0]["raw_payload"] == {"i": 200}
+    updates = viewer.get(detail["outcomes_url"], {"action": "update"}).data
+    assert updates["count"] == 3 and updates["results"][0]["changes"] == {"name": ["a", "b"]}
+    assert viewer.get(detail["outcomes_url"], {"external_id": "ok-1"}).data["count"] == 1
+    assert viewer.get(detail["outcomes_url"], {"status": "exploded"}).status_code == 400
+    assert viewer.get(detail["outcomes_url"], {"reason": "x"}).status_code == 400
+    assert viewer.get(f"/api/v1/integration-sync-logs/{log.pk + 1}/outcomes/").status_code == 404
+    assert api_as("anonymous").get(detail["outcomes_url"]).status_code == 401
+
+
+# --- first contact (issue 16.15) ---------------------------------------------------------------------------
+
+
+def test_the_root_redirects_to_the_api_root_which_lists_integration_types(api_as, client):
+    home = client.get("/")
+    assert home.status_code == 302 and home["Location"] == "/api/v1/"
+    root = api_as("viewer").get("/api/v1/")
+    assert root.status_code == 200
+    assert root.data["integration-types"].endswith("/api/v1/integration-types/")
+    assert {"integrations", "integration-sync-logs", "assets", "changes"} <= set(root.data)

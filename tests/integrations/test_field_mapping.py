@@ -4,6 +4,7 @@ import pytest
 
 from syncplane.integrations import field_mapping
 from syncplane.integrations.engine import run_sync, start_sync
+from syncplane.integrations.errors import RecordError
 from syncplane.integrations.models import IntegrationSyncLog
 from syncplane.inventory.models import Asset, AssetSource
 
@@ -88,3 +89,70 @@ def test_preview_shows_raw_and_mapped_side_by_side_and_writes_nothing(api_as, se
     assert not Asset.objects.exists() and not AssetSource.objects.exists()
     assert not IntegrationSyncLog.objects.exists()
     assert api_as("viewer").post(f"/api/v1/integrations/{servicenow.pk}/preview/").status_code == 403
+
+
+@pytest.mark.parametrize(
+    ("overrides", "reason"),
+    [
+        ({"name": {"source": "x", "map": {"a": "b"}, "default": 5}}, "name: default must be a string, not int"),
+        ({"location": {"source": "x", "default": None}}, "location: default must be a string, not null"),
+        ({"last_seen_at": {"source": "x", "default": 5}}, "last_seen_at: default must be a string"),
+        ({"last_seen_at": {"source": "x", "default": "yesterday"}}, "does not match ISO 8601"),
+        ({"last_seen_at": {"source": "x", "date_format": "%d.%m.%Y", "default": "2024-05-18"}}, "%d.%m.%Y"),
+        ({"last_seen_at": {"source": "x", "map": {"never": "soon"}}}, "map value of 'never'"),
+        ({"compliance_score": {"source": "x", "default": "high"}}, "integer from 0 to 100"),
+        ({"compliance_score": {"source": "x", "default": 101}}, "integer from 0 to 100"),
+        ({"compliance_score": {"source": "x", "default": True}}, "integer from 0 to 100"),
+        ({"compliance_score": {"source": "x", "map": {"good": "ninety"}}}, "map value of 'good'"),
+    ],
+)
+def test_a_default_or_map_value_of_the_wrong_type_is_refused(overrides, reason):
+    problems = field_mapping.validate(overrides)
+    assert problems and reason in " ".join(problems), problems
+
+
+def test_defaults_of_the_right_type_are_kept_and_applied():
+    overrides = {
+        "name": {"source": "missing", "map": {}, "default": "unnamed"},
+        "compliance_score": {"source": "score", "map": {"good": "90"}, "default": None},
+        "last_seen_at": {"source": "missing", "map": {}, "default": "18.05.2024", "date_format": "%d.%m.%Y"},
+    }
+    assert field_mapping.validate(overrides) == []
+    mapped = field_mapping.apply(overrides, {"score": "good"}, {})
+    assert mapped == {"name": "unnamed", "compliance_score": 90, "last_seen_at": "2024-05-18T00:00:00+00:00"}
+    assert field_mapping.apply({"compliance_score": {"source": "s"}}, {"s": " 75 "}, {}) == {"compliance_score": 75}
+    assert field_mapping.apply({"compliance_score": {"source": "s"}}, {}, {}) == {"compliance_score": None}
+    with pytest.raises(RecordError, match="compliance_score"):
+        field_mapping.apply({"compliance_score": {"source": "s"}}, {"s": "lots"}, {})
+
+
+def test_a_wrongly_typed_default_saved_before_is_refused_by_the_api(api_as, servicenow):
+    response = api_as("admin").patch(
+        f"/api/v1/integrations/{servicenow.pk}/",
+        {"field_mapping": {"name": {"source": "name", "map": {"x": "y"}, "default": 5}}}, format="json",
+    )
+    assert response.status_code == 400 and "default must be a string" in str(response.data["field_mapping"])
+
+
+def test_preview_warns_per_field_about_rules_that_do_nothing_or_drop_records(api_as, servicenow):
+    servicenow.field_mapping = {
+        "location": {"source": "u_site"},  # in no record
+        "status": {"source": "install_status", "map": {"Live": "active"}, "default": "unknown"},  # matches none
+        "last_seen_at": {"source": "sys_updated_on", "date_format": "%d.%m.%Y %H:%M"},  # drops every record
+        "department": {"source": "department.display_value"},  # fine
+    }
+    servicenow.save()
+    response = api_as("operator").post(f"/api/v1/integrations/{servicenow.pk}/preview/")
+    assert response.status_code == 200, response.data
+    warnings = {(w["field"], w["problem"]): w["message"] for w in response.data["warnings"]}
+    assert set(warnings) == {("location", "source_missing"), ("status", "map_unmatched"),
+                             ("last_seen_at", "date_format")}, warnings
+    assert "'u_site'" in warnings[("location", "source_missing")]
+    assert "values seen" in warnings[("status", "map_unmatched")]
+    assert "50 of 50 records" in warnings[("last_seen_at", "date_format")]
+    assert all(record["error"] for record in response.data["records"])  # each shows why it would be left out
+
+
+def test_preview_without_a_field_mapping_has_no_warnings(api_as, servicenow):
+    response = api_as("operator").post(f"/api/v1/integrations/{servicenow.pk}/preview/")
+    assert response.status_code == 200 and response.data["warnings"] == []

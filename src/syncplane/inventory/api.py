@@ -1,7 +1,7 @@
 from django_filters import rest_framework as filters
 from rest_framework import mixins, serializers, viewsets
-from rest_framework.pagination import CursorPagination
 
+from syncplane.core.api import IdFilter, StrictCursorPagination
 from syncplane.inventory.models import CANONICAL_FIELDS, Asset, AssetSource
 
 
@@ -43,8 +43,10 @@ class AssetDetailSerializer(AssetSerializer):
 
 
 class AssetFilter(filters.FilterSet):
-    source_system = filters.NumberFilter(field_name="sources__external_system", distinct=True,
-                                         label="Has a source in this integration (id)")
+    source_system = IdFilter(field_name="sources__external_system", distinct=True,
+                             label="Has a source in this integration (id)")
+    source_external_id = filters.CharFilter(field_name="sources__external_id", distinct=True,
+                                            label="Has a source with this external id (the vendor's own id)")
     serial_number = filters.CharFilter(lookup_expr="iexact")
     hostname = filters.CharFilter(lookup_expr="iexact")
 
@@ -54,11 +56,9 @@ class AssetFilter(filters.FilterSet):
                   "hostname"]
 
 
-class AssetCursorPagination(CursorPagination):
+class AssetCursorPagination(StrictCursorPagination):
     ordering = ("name", "id")
     page_size = 50
-    page_size_query_param = "page_size"
-    max_page_size = 500
 
 
 class AssetViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):

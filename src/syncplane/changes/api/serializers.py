@@ -1,12 +1,13 @@
 from rest_framework import serializers
 
 from syncplane.changes.models import ApprovalRecord, ChangeEvent, ChangeRequest
+from syncplane.core.api import StrictFieldsMixin
 from syncplane.integrations.choices import Category
 from syncplane.integrations.models import ExternalSystem
 from syncplane.inventory.models import Asset
 
 
-class ChangeRequestSerializer(serializers.ModelSerializer):
+class ChangeRequestSerializer(StrictFieldsMixin, serializers.ModelSerializer):
     requester = serializers.SlugRelatedField(slug_field="username", read_only=True)
     external_system = serializers.PrimaryKeyRelatedField(
         queryset=ExternalSystem.objects.live().filter(category=Category.ITSM), required=False, allow_null=True,
@@ -15,6 +16,8 @@ class ChangeRequestSerializer(serializers.ModelSerializer):
     affected_assets = serializers.PrimaryKeyRelatedField(
         queryset=Asset.objects.all(), many=True, required=False, help_text="Ids of the assets the change touches."
     )
+    # Not a URLField in the answer: it is empty until the ITSM tool has the change.
+    external_url = serializers.CharField(read_only=True, help_text="The change in the ITSM tool, once created.")
 
     class Meta:
         model = ChangeRequest
@@ -39,14 +42,14 @@ class ChangeRequestSerializer(serializers.ModelSerializer):
         return attrs
 
 
-class SubmitSerializer(serializers.Serializer):
+class SubmitSerializer(StrictFieldsMixin, serializers.Serializer):
     external_system = serializers.PrimaryKeyRelatedField(
         queryset=ExternalSystem.objects.live().filter(category=Category.ITSM), required=False,
         help_text="The ITSM integration to submit to, when the change does not name one yet.",
     )
 
 
-class CancelSerializer(serializers.Serializer):
+class CancelSerializer(StrictFieldsMixin, serializers.Serializer):
     reason = serializers.CharField(required=False, allow_blank=True, max_length=2000)
 
 

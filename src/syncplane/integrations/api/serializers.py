@@ -1,28 +1,74 @@
-from django.db.models import Q
+from django.db.models import Count, Q
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
+from rest_framework.reverse import reverse
 
+from syncplane.core.api import JSONObjectField, StrictFieldsMixin
 from syncplane.integrations import field_mapping, secrets
 from syncplane.integrations.base import CREDENTIAL_FIELDS, is_secret_field
-from syncplane.integrations.choices import RecordStatus, SyncMode, SystemType
+from syncplane.integrations.choices import ErrorKind, RecordStatus, RunStatus, SyncMode, SystemType
 from syncplane.integrations.errors import ConfigurationError, IntegrationError
 from syncplane.integrations.models import ExternalSystem, IntegrationSyncLog, SyncRecordOutcome
 from syncplane.integrations.registry import get_connector_class, registered_types
 
+# The schedule's spacing: at most a week. The beat job looks every 5 minutes, so 0 (and anything below 5)
+# means "at every look". Whether the schedule syncs an integration at all is `enabled` and `scheduled`.
+MAX_SYNC_INTERVAL_MINUTES = 7 * 24 * 60
+SYNC_INTERVAL_HELP = (
+    f"Minutes between scheduled syncs, 0 to {MAX_SYNC_INTERVAL_MINUTES} (a week). The schedule looks every 5 "
+    "minutes: 0 syncs at every look. Default: the connector's default_sync_interval_minutes."
+)
+ENABLED_HELP = ("Off: the schedule leaves this integration alone, whatever `scheduled` says; syncs asked for by "
+                "hand still run.")
 
-class IntegrationSerializer(serializers.ModelSerializer):
-    credentials = serializers.DictField(
-        child=serializers.CharField(allow_blank=False, max_length=10000),
+
+@extend_schema_field({"type": "object", "additionalProperties": {"type": "string"}})
+class CredentialsField(JSONObjectField):
+    """Credential fields by name, each a non-empty string (a JSON text area in the browsable API's form)."""
+
+    def to_internal_value(self, data):
+        value = super().to_internal_value(data)
+        bad = sorted(name for name, item in value.items() if not isinstance(item, str) or not item.strip()
+                     or len(item) > 10000)
+        if bad:
+            raise serializers.ValidationError(f"{', '.join(bad)}: must be a non-empty string (10000 at most)")
+        return value
+
+
+@extend_schema_field({"type": "object", "additionalProperties": True})
+class ObjectField(JSONObjectField):
+    """A JSON object: config, field_mapping."""
+
+
+class IntegrationSerializer(StrictFieldsMixin, serializers.ModelSerializer):
+    credentials = CredentialsField(
         write_only=True,
         required=False,
         help_text="Credential fields of the auth type. Secret fields accept a reference (env:NAME, file:/path, "
         "vault:path#key) or a plain value, which is stored encrypted. Never returned.",
+    )
+    config = ObjectField(required=False, help_text="Settings of the connector: its config_schema in "
+                         "GET /api/v1/integration-types/. Omitted settings take their defaults.")
+    field_mapping = ObjectField(
+        required=False,
+        help_text="Overrides of the connector's default mapping: canonical attribute -> {source, transform, map, "
+        "default, date_format}. See docs/runbooks/integration-setup.md.",
+    )
+    enabled = serializers.BooleanField(required=False, help_text=ENABLED_HELP)
+    last_sync_status = serializers.ChoiceField(choices=RunStatus.choices, allow_blank=True, read_only=True,
+                                               help_text="Empty until the first run finishes.")
+    sync_interval_minutes = serializers.IntegerField(
+        required=False, min_value=0, max_value=MAX_SYNC_INTERVAL_MINUTES, help_text=SYNC_INTERVAL_HELP
     )
     credentials_status = serializers.SerializerMethodField(
         help_text="For each credential field: whether it is set and how (env, file, vault, enc). Non-secret "
         "fields (user names, client ids) show their value."
     )
     # Not a URLField: directories are reached over ldap:// and ldaps://; each connector checks its own URLs.
-    base_url = serializers.CharField(max_length=500, help_text="Root URL of the external API (or LDAP server).")
+    base_url = serializers.CharField(
+        max_length=500, help_text="Root URL of the external API (or LDAP server), without the API path the "
+        "connector adds itself: each type's base_url in GET /api/v1/integration-types/ says which part.",
+    )
     webhook_secret = serializers.CharField(
         write_only=True, required=False, allow_blank=True, max_length=10000,
         help_text="Secret that inbound webhooks (ITSM) are verified with: a reference (env:, file:, vault:) or a "
@@ -37,7 +83,7 @@ class IntegrationSerializer(serializers.ModelSerializer):
         fields = [
             "id", "name", "system_type", "category", "base_url", "auth_type", "credentials",
             "credentials_status", "webhook_secret", "webhook_secret_status", "config", "field_mapping", "enabled",
-            "sync_interval_minutes", "last_sync_at",
+            "scheduled", "sync_interval_minutes", "last_sync_at",
             "last_sync_status", "last_error", "created_at", "updated_at",
         ]
         read_only_fields = ["category", "last_sync_at", "last_sync_status", "last_error"]
@@ -100,6 +146,7 @@ class IntegrationSerializer(serializers.ModelSerializer):
         attrs["auth_type"] = auth_type
         if "base_url" in attrs:
             try:
+                connector.check_base_url_path(attrs["base_url"])
                 connector.check_base_url(attrs["base_url"])
             except IntegrationError as exc:  # a refused address, a host that does not resolve, a wrong scheme
                 raise serializers.ValidationError({"base_url": str(exc)}) from None
@@ -108,11 +155,46 @@ class IntegrationSerializer(serializers.ModelSerializer):
                 attrs["config"] = connector.validated_config(attrs.get("config", {}))
             except ConfigurationError as exc:
                 raise serializers.ValidationError({"config": str(exc)}) from None
+        if "config" in attrs:
+            self._check_config_urls(connector, attrs["config"])
         if instance is None and "sync_interval_minutes" not in attrs:
             attrs["sync_interval_minutes"] = connector.default_sync_interval_minutes
+        if instance is not None:
+            self._check_secrets_follow(connector, attrs, instance, auth_type)
         attrs["credentials"] = self._credentials(attrs, auth_type, instance)
         attrs["category"] = connector.category
         return attrs
+
+    @staticmethod
+    def _check_config_urls(connector, config: dict) -> None:
+        """Every URL-valued config field passes the outbound URL policy now, not only when a sync runs."""
+        properties = connector.config_schema.get("properties", {})
+        for name in connector.url_config_fields:
+            value = config.get(name)
+            if not value or value == properties.get(name, {}).get("default"):
+                continue  # empty means "derived from base_url"; the default is the vendor's own host
+            try:
+                connector.check_config_url(name, value)
+            except IntegrationError as exc:
+                raise serializers.ValidationError({"config": f"{name}: {exc}"}) from None
+
+    @staticmethod
+    def _check_secrets_follow(connector, attrs, instance, auth_type) -> None:
+        """Stored secrets are never sent to a new host: pointing base_url (or a URL config field the credentials
+        go to) at another scheme, host or port needs every secret credential field in the same request."""
+        before = connector.credential_destinations(instance.base_url, instance.config)
+        after = connector.credential_destinations(attrs.get("base_url", instance.base_url),
+                                                  attrs.get("config", instance.config))
+        moved = [name for name in after if after[name] != before.get(name)]
+        if not moved:
+            return
+        given = attrs.get("credentials") or {}
+        missing = [name for name, secret in CREDENTIAL_FIELDS[auth_type].items() if secret and name not in given]
+        if missing:
+            raise serializers.ValidationError({"credentials": (
+                f"{', '.join(moved)} now point{'s' if len(moved) == 1 else ''} at another host: enter "
+                f"{', '.join(missing)} again in the same request (stored secrets are never sent to a new host)"
+            )})
 
     def _credentials(self, attrs, auth_type, instance) -> dict:
         given = attrs.get("credentials")
@@ -149,7 +231,7 @@ class ConnectionTestSerializer(serializers.Serializer):
     details = serializers.DictField(required=False)
 
 
-class SyncRequestSerializer(serializers.Serializer):
+class SyncRequestSerializer(StrictFieldsMixin, serializers.Serializer):
     mode = serializers.ChoiceField(choices=SyncMode.choices, default=SyncMode.FULL)
     dry_run = serializers.BooleanField(default=False)
 
@@ -162,6 +244,8 @@ class SyncAcceptedSerializer(serializers.Serializer):
 
 class SyncLogSerializer(serializers.ModelSerializer):
     external_system = serializers.PrimaryKeyRelatedField(read_only=True)
+    error_kind = serializers.ChoiceField(choices=ErrorKind.choices, allow_blank=True, read_only=True,
+                                         help_text="Empty unless the run failed.")
 
     class Meta:
         model = IntegrationSyncLog
@@ -170,8 +254,8 @@ class SyncLogSerializer(serializers.ModelSerializer):
             "requested_by", "status", "resumed_from", "queued_at", "started_at", "finished_at", "heartbeat_at",
             "duration_ms", "attempts", "pages", "total_expected", "records_read", "records_created",
             "records_updated", "records_unchanged", "records_deleted", "records_failed", "fetch_seconds",
-            "map_seconds", "write_seconds", "reconcile_seconds", "error_kind", "error_summary", "previous_hash",
-            "hash",
+            "map_seconds", "write_seconds", "reconcile_seconds", "error_kind", "error_summary",
+            "cancel_requested_at", "cancel_requested_by", "previous_hash", "hash",
         ]
         read_only_fields = fields
 
@@ -187,25 +271,83 @@ DETAIL_ROWS = 200
 
 
 class SyncLogDetailSerializer(SyncLogSerializer):
-    record_errors = serializers.SerializerMethodField(help_text=f"Failed records (the first {DETAIL_ROWS}).")
+    record_errors = serializers.SerializerMethodField(
+        help_text=f"Failed records (the first {DETAIL_ROWS}; all of them: the outcomes endpoint)."
+    )
+    record_errors_total = serializers.SerializerMethodField(help_text="How many records failed in this run.")
+    record_errors_truncated = serializers.SerializerMethodField(
+        help_text=f"True when record_errors shows only the first {DETAIL_ROWS} of record_errors_total."
+    )
     changes = serializers.SerializerMethodField(
         help_text=f"Record changes (the first {DETAIL_ROWS}); in a dry run, the planned changes."
     )
+    changes_total = serializers.SerializerMethodField(help_text="How many record changes the run has.")
+    changes_truncated = serializers.SerializerMethodField(
+        help_text=f"True when changes shows only the first {DETAIL_ROWS} of changes_total."
+    )
+    outcomes_url = serializers.SerializerMethodField(
+        help_text="Every record outcome of the run, paged and filterable (?status=failed&action=update)."
+    )
 
     class Meta(SyncLogSerializer.Meta):
-        fields = [*SyncLogSerializer.Meta.fields, "record_errors", "changes"]
+        fields = [*SyncLogSerializer.Meta.fields, "record_errors", "record_errors_total", "record_errors_truncated",
+                  "changes", "changes_total", "changes_truncated", "outcomes_url"]
         read_only_fields = fields
+
+    def _totals(self, obj) -> dict:
+        if getattr(obj, "_outcome_totals", None) is None:  # one aggregate query for the four fields
+            obj._outcome_totals = obj.outcomes.aggregate(
+                failed=Count("id", filter=Q(status=RecordStatus.FAILED)),
+                changes=Count("id", filter=~Q(status=RecordStatus.FAILED)),
+            )
+        return obj._outcome_totals
 
     def get_record_errors(self, obj) -> list[dict]:
         rows = obj.outcomes.filter(status=RecordStatus.FAILED)[:DETAIL_ROWS]
         return OutcomeSerializer(rows, many=True).data
 
+    def get_record_errors_total(self, obj) -> int:
+        return self._totals(obj)["failed"]
+
+    def get_record_errors_truncated(self, obj) -> bool:
+        return self._totals(obj)["failed"] > DETAIL_ROWS
+
     def get_changes(self, obj) -> list[dict]:
         rows = obj.outcomes.exclude(status=RecordStatus.FAILED).defer("raw_payload")[:DETAIL_ROWS]
-        return [
-            {"external_id": r.external_id, "action": r.action, "status": r.status, "changes": r.changes}
-            for r in rows
-        ]
+        return ChangeRowSerializer(rows, many=True).data
+
+    def get_changes_total(self, obj) -> int:
+        return self._totals(obj)["changes"]
+
+    def get_changes_truncated(self, obj) -> bool:
+        return self._totals(obj)["changes"] > DETAIL_ROWS
+
+    def get_outcomes_url(self, obj) -> str:
+        return reverse("integration-sync-log-outcomes", args=[obj.pk], request=self.context.get("request"))
+
+
+class ChangeRowSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = SyncRecordOutcome
+        fields = ["external_id", "action", "status", "changes"]
+        read_only_fields = fields
+
+
+class BaseUrlDescriptionSerializer(serializers.Serializer):
+    description = serializers.CharField(help_text="What the URL is for this connector, and what to leave out.")
+    example = serializers.CharField(allow_blank=True)
+    refused_path_parts = serializers.ListField(
+        child=serializers.CharField(), help_text="Path parts the connector adds itself: a base URL holding one "
+        "is refused, since every call would go to a doubled path."
+    )
+
+
+class SettingDescriptionSerializer(serializers.Serializer):
+    type = serializers.CharField()
+    description = serializers.CharField()
+    default = serializers.JSONField()
+    minimum = serializers.IntegerField(required=False)
+    maximum = serializers.IntegerField(required=False)
 
 
 class IntegrationTypeSerializer(serializers.Serializer):
@@ -216,17 +358,56 @@ class IntegrationTypeSerializer(serializers.Serializer):
     auth_types = serializers.ListField(child=serializers.CharField())
     capabilities = serializers.ListField(child=serializers.CharField())
     default_sync_interval_minutes = serializers.IntegerField()
+    base_url = BaseUrlDescriptionSerializer(help_text="The create body's base_url, for this connector.")
+    enabled = SettingDescriptionSerializer(help_text="The create body's enabled.")
+    scheduled = SettingDescriptionSerializer(help_text="The create body's scheduled.")
+    sync_interval_minutes = SettingDescriptionSerializer(help_text="The create body's sync_interval_minutes.")
     config_schema = serializers.DictField()
     credential_schema = serializers.DictField()
 
 
+def describe_type(connector) -> dict:
+    """A connector's description plus the parts of the create body that are not its config or credentials."""
+    return {
+        **connector.describe(),
+        "base_url": {
+            "description": connector.base_url_help,
+            "example": connector.base_url_example,
+            "refused_path_parts": list(connector.owned_path_suffixes),
+        },
+        "enabled": {"type": "boolean", "description": ENABLED_HELP, "default": True},
+        "scheduled": {"type": "boolean", "description": ExternalSystem._meta.get_field("scheduled").help_text,
+                      "default": False},
+        "sync_interval_minutes": {
+            "type": "integer", "description": SYNC_INTERVAL_HELP, "minimum": 0,
+            "maximum": MAX_SYNC_INTERVAL_MINUTES, "default": connector.default_sync_interval_minutes,
+        },
+    }
+
+
 class PreviewRecordSerializer(serializers.Serializer):
     external_id = serializers.CharField(allow_blank=True)
-    raw = serializers.DictField()
+    raw = serializers.JSONField()
     mapped = serializers.DictField(allow_null=True)
     error = serializers.CharField(allow_null=True)
+
+
+class PreviewWarningSerializer(serializers.Serializer):
+    field = serializers.CharField(help_text="The canonical attribute of the field mapping concerned.")
+    problem = serializers.ChoiceField(choices=["source_missing", "map_unmatched", "date_format"])
+    message = serializers.CharField()
 
 
 class PreviewSerializer(serializers.Serializer):
     total = serializers.IntegerField(allow_null=True, help_text="Records the source announced, when it does.")
     records = PreviewRecordSerializer(many=True)
+    warnings = PreviewWarningSerializer(
+        many=True, help_text="Field mapping rules that did nothing or dropped records on this page, per field."
+    )
+
+
+class RecordOutcomeSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = SyncRecordOutcome
+        fields = ["id", "external_id", "action", "status", "changes", "reason", "raw_payload", "created_at"]
+        read_only_fields = fields

@@ -1,18 +1,26 @@
 from django.utils import timezone
 from django_filters import rest_framework as filters
 from drf_spectacular.utils import OpenApiResponse, extend_schema
-from rest_framework import mixins, status, viewsets
+from rest_framework import generics, mixins, status, viewsets
 from rest_framework.decorators import action
+from rest_framework.generics import get_object_or_404
 from rest_framework.response import Response
 from rest_framework.reverse import reverse
-from rest_framework.views import APIView
 
 from syncplane.core import roles
+from syncplane.core.api import EmptyBodySerializer
+from syncplane.integrations import field_mapping
 from syncplane.integrations.api import serializers
-from syncplane.integrations.choices import Trigger
-from syncplane.integrations.engine import SyncAlreadyRunning, map_with_overrides, start_sync
+from syncplane.integrations.choices import RecordAction, RecordStatus, Trigger
+from syncplane.integrations.engine import (
+    SyncAlreadyFinished,
+    SyncAlreadyRunning,
+    map_with_overrides,
+    request_cancel,
+    start_sync,
+)
 from syncplane.integrations.errors import IntegrationError, RecordError
-from syncplane.integrations.models import ExternalSystem, IntegrationSyncLog
+from syncplane.integrations.models import ExternalSystem, IntegrationSyncLog, SyncRecordOutcome
 from syncplane.integrations.registry import build_connector, get_connector_class, registered_types
 from syncplane.integrations.sinks import sink_for
 from syncplane.integrations.tasks import queue_sync
@@ -45,6 +53,7 @@ class IntegrationViewSet(viewsets.ModelViewSet):
     def test(self, request, pk=None):
         """Try the connection: authenticate and read one record. A failure is an answer, not an error."""
         system = self.get_object()
+        EmptyBodySerializer(data=request.data).is_valid(raise_exception=True)
         try:
             with build_connector(system) as connector:
                 result = connector.test_connection()
@@ -84,9 +93,11 @@ class IntegrationViewSet(viewsets.ModelViewSet):
     @action(detail=True, methods=["post"])
     def preview(self, request, pk=None):
         """Fetch the first page and show each raw record beside its mapping (with the integration's field
-        mapping). Writes nothing."""
+        mapping), with warnings about field mapping rules that do nothing or drop records on that page. Writes
+        nothing."""
         system = self.get_object()
-        records, total = [], None
+        EmptyBodySerializer(data=request.data).is_valid(raise_exception=True)
+        records, total, warnings = [], None, []
         try:
             with build_connector(system) as connector:
                 page = next(iter(connector.fetch("full")), None)
@@ -96,9 +107,10 @@ class IntegrationViewSet(viewsets.ModelViewSet):
                     validate = sink_for(connector.record_kind, system.pk).validate
                     for raw in page.records[:PREVIEW_RECORDS]:
                         records.append(_preview(connector, system.field_mapping, validate, raw))
+                    warnings = field_mapping.page_warnings(system.field_mapping, page.records)
         except IntegrationError as exc:
             return Response({"detail": str(exc), "error_kind": exc.kind}, status=status.HTTP_502_BAD_GATEWAY)
-        return Response({"total": total, "records": records})
+        return Response({"total": total, "records": records, "warnings": warnings})
 
     @extend_schema(responses=serializers.SyncLogSerializer(many=True))
     @action(detail=True, methods=["get"])
@@ -127,22 +139,71 @@ class SyncLogFilter(filters.FilterSet):
         fields = ["external_system", "status", "mode", "dry_run", "trigger"]
 
 
+class OutcomeFilter(filters.FilterSet):
+    status = filters.ChoiceFilter(choices=RecordStatus.choices)
+    action = filters.ChoiceFilter(choices=RecordAction.choices)
+    external_id = filters.CharFilter()
+
+    class Meta:
+        model = SyncRecordOutcome
+        fields = ["status", "action", "external_id"]
+
+
 class IntegrationSyncLogViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
-    """Sync logs: the immutable evidence of every run. Read-only by design."""
+    """Sync logs: the immutable evidence of every run. Read-only by design; operators may cancel a run that
+    has not finished."""
 
     queryset = IntegrationSyncLog.objects.all()
     filterset_class = SyncLogFilter
     ordering_fields = ["queued_at", "finished_at"]
+    action_roles = {"cancel": roles.OPERATOR}
 
     def get_serializer_class(self):
         if self.action == "retrieve":
             return serializers.SyncLogDetailSerializer
         return serializers.SyncLogSerializer
 
+    @extend_schema(
+        request=None,
+        responses={
+            200: OpenApiResponse(serializers.SyncLogSerializer, description="A queued run, cancelled at once."),
+            202: OpenApiResponse(serializers.SyncLogSerializer,
+                                 description="A running run: its worker stops it at its next page."),
+            409: OpenApiResponse(description="The run has already finished."),
+        },
+    )
+    @action(detail=True, methods=["post"])
+    def cancel(self, request, pk=None):
+        """Cancel a queued or running sync. A queued one ends `cancelled` at once; a running one when its worker
+        commits its next page (or while it waits), keeping its checkpoint for the next run to resume from."""
+        log = self.get_object()
+        EmptyBodySerializer(data=request.data).is_valid(raise_exception=True)
+        try:
+            log = request_cancel(log.pk, requested_by=request.user.get_username())
+        except SyncAlreadyFinished as exc:
+            return Response({"detail": str(exc), "status": exc.log.status}, status=status.HTTP_409_CONFLICT)
+        answer = status.HTTP_200_OK if log.is_finished else status.HTTP_202_ACCEPTED
+        return Response(serializers.SyncLogSerializer(log, context={"request": request}).data, status=answer)
 
-class IntegrationTypesView(APIView):
-    """The connectors this server has, with the JSON Schemas of their config and credentials."""
+
+class SyncLogOutcomesView(generics.ListAPIView):
+    """Every record outcome of a run (created, updated, deleted, failed with raw payload and reason; in a dry
+    run the planned changes), oldest first, paged, filtered by status, action or external_id."""
+
+    serializer_class = serializers.RecordOutcomeSerializer
+    filterset_class = OutcomeFilter
+
+    def get_queryset(self):
+        if getattr(self, "swagger_fake_view", False):  # the schema generator has no log id
+            return SyncRecordOutcome.objects.none()
+        log = get_object_or_404(IntegrationSyncLog.objects.only("pk"), pk=self.kwargs["log_id"])
+        return SyncRecordOutcome.objects.filter(sync_log=log).order_by("id")
+
+
+class IntegrationTypesViewSet(viewsets.ViewSet):
+    """The connectors this server has: what their create body takes (base_url, enabled, sync_interval_minutes),
+    and the JSON Schemas of their config and credentials."""
 
     @extend_schema(responses=serializers.IntegrationTypeSerializer(many=True))
-    def get(self, request):
-        return Response([cls.describe() for cls in registered_types().values()])
+    def list(self, request):
+        return Response([serializers.describe_type(cls) for cls in registered_types().values()])

@@ -26,6 +26,9 @@ AUTH_TYPES = (AuthType.BASIC, AuthType.OAUTH2_PASSWORD, AuthType.OAUTH2_CLIENT_C
 ORDER = "ORDERBYsys_updated_on^ORDERBYsys_id"
 LOOKUP_BATCH = 100  # sys_ids per `sys_idIN` lookup: keeps the URL well under common limits
 DATE_FORMAT = "%Y-%m-%d %H:%M:%S"
+BASE_URL_HELP = "The instance URL, nothing after the host: the connector adds /api/now/... and /oauth_token.do."
+BASE_URL_EXAMPLE = "https://acme.service-now.com"
+OWNED_PATH_SUFFIXES = ("/api/now", "/oauth_token.do")
 _INSTANCE_DATE = re.compile(r"\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}")
 
 
