@@ -168,7 +168,7 @@ class GraphSimulator(SimulatorApp):
             "id": self._guid(), "deviceId": self._guid(), "displayName": pattern.format(index),
             "operatingSystem": os_name, "operatingSystemVersion": version, "trustType": trust,
             "isCompliant": None if index % 5 == 4 else index % 3 != 1, "isManaged": index % 5 != 4,
-            "accountEnabled": True,
+            "accountEnabled": index % 10 != 7,  # a few disabled registrations, as every tenant has
             "approximateLastSignInDateTime": time.strftime(
                 "%Y-%m-%dT%H:%M:%SZ", time.gmtime(BASE_SIGN_IN + index * 3607)),
             "registrationDateTime": "2024-01-08T06:00:00Z",
@@ -263,6 +263,11 @@ class GraphSimulator(SimulatorApp):
     def remove_group(self, group: str) -> None:
         with self._lock:
             self._remove("groups", self.find_group(group))
+
+    def disable_device(self, device_id: str, enabled: bool = False) -> None:
+        with self._lock:
+            self.devices[device_id]["accountEnabled"] = enabled
+            self._changed("devices", device_id)
 
     def remove_device(self, device_id: str) -> None:
         with self._lock:

@@ -195,6 +195,7 @@ class FreshserviceSimulator(SimulatorApp):
             self._updated: dict[int, int] = {}
             self._deleted: list[int] = []  # sorted
             self._deleted_set: set[int] = set()
+            self._states: dict[int, str] = {}  # asset index -> an asset_state an admin added ("On Loan")
             self._added = 0
             self._clock = BASE_TIME + self.base_records * self.step
             self._mutations = 0
@@ -240,6 +241,13 @@ class FreshserviceSimulator(SimulatorApp):
                 self._updated[i] = self._clock
             self._mutations += 1
             return [str(self.display_id_for(i)) for i in batch]
+
+    def set_state(self, indices, state: str) -> list[str]:
+        """Give assets an asset_state (asset states are an admin-editable list: "On Loan"), as an update."""
+        with self._lock:
+            batch = self._pick(None, indices)
+            self._states.update(dict.fromkeys(batch, state))
+        return self.touch(indices=batch)
 
     def delete(self, count: int | None = None, indices=None) -> list[str]:
         """Delete (trash) assets; returns their display ids."""
@@ -328,7 +336,8 @@ class FreshserviceSimulator(SimulatorApp):
             f"product{hw}": self._product_by_model.get((dev.manufacturer, dev.model)) if h[4] >= 8 else None,
             f"vendor{hw}": None,
             f"cost{hw}": None if h[5] < 128 else float(500 + h[5] * 7),
-            f"asset_state{hw}": ASSET_STATES[h[6] % len(ASSET_STATES)] if h[7] >= 5 else None,
+            f"asset_state{hw}": self._states.get(i) or (
+                ASSET_STATES[h[6] % len(ASSET_STATES)] if h[7] >= 5 else None),
             f"serial_number{hw}": self._serial(i, h) if h[8] >= 6 else None,
             f"acquisition_date{hw}": iso(created_ts),
             f"warranty_expiry_date{hw}": None,

@@ -15,10 +15,13 @@ What it imitates:
   page, and the quirk: without `updated_since` only changes created in the last 30 days are listed.
 - `GET /api/v2/changes/{id}/approvals` (rows with `approval_status` as an object `{id, name}`),
   `POST /api/v2/changes/{id}/notes`.
-- Every custom field of the change form comes back under `custom_fields`, null when not set.
+- Every custom field of the change form comes back under `custom_fields`, null when not set. The api note's
+  quirk 5 (UNCONFIRMED): items of the list may carry no `custom_fields` at all, only reads by id do; off by
+  default, `list_custom_fields = False` (or `POST _control/quirks {"list_custom_fields": false}`) turns it on.
 - Ids are small per-account numbers starting at 1; approval ids are 64-bit.
 
 Control (a test or the demo acting as the CAB), under the Freshservice simulator's `_control/`:
+- `POST quirks {"list_custom_fields": false}`: list items without `custom_fields` (see above).
 - `POST changes/{id}/request-approval|approve|reject|implement|close|cancel` (body may carry `approver`,
   `comment`); `GET changes`, `GET changes/{id}`; `POST changes` seeds changes made by people
   (`{"count", "days_ago", "correlation_id"}`).
@@ -117,6 +120,7 @@ class FreshserviceChangesSimulator:
             self.webhook_url = ""
             self.webhook_secret = ""
             self.webhooks: list[dict] = []
+            self.list_custom_fields = True
 
     def _now(self) -> int:
         """Strictly increasing seconds: two updates never share an updated_at, so cursors are exact."""
@@ -318,6 +322,9 @@ class FreshserviceChangesSimulator:
             start = (page - 1) * per_page
             selected = json.loads(json.dumps(rows[start : start + per_page]))
             more = len(rows) > start + per_page
+            if not self.list_custom_fields:
+                for row in selected:
+                    del row["custom_fields"]
         response = json_response({"changes": selected})
         if more:
             response.headers["Link"] = self.owner._link(request, page + 1, per_page)
@@ -486,10 +493,15 @@ class FreshserviceChangesSimulator:
             with self._lock:
                 self.webhooks.clear()
             return json_response({"webhooks": []})
-        if action not in ("changes", "cab", "webhook") and not action.startswith("changes/"):
+        if action not in ("changes", "cab", "webhook", "quirks") and not action.startswith("changes/"):
             return None
         try:
             spec = read_json(request) if request.method in ("POST", "PUT") else {}
+            if action == "quirks":
+                with self._lock:
+                    if "list_custom_fields" in spec:
+                        self.list_custom_fields = bool(spec["list_custom_fields"])
+                    return json_response({"list_custom_fields": self.list_custom_fields})
             if action == "cab":
                 with self._lock:
                     if "auto_approve_seconds" in spec:

@@ -25,7 +25,8 @@ custom field, so one search page carries them.
 
 Control endpoints (`/jira/_control/...`): `changes` (list), `changes/{id}/{approve,reject,implement,close,cancel}`
 (body: approver, comment), `cab` `{"auto_approve_seconds": N}`, `webhook` `{"url", "secret", "signature"}`,
-`webhooks` (GET: the notifications built so far; DELETE clears), `jsm-config`.
+`webhooks` (GET: the notifications built so far; DELETE clears), `jsm-config` (`request_approval_on_create`,
+`max_results`, `field_names` {custom field id: name}).
 """
 
 from __future__ import annotations
@@ -53,7 +54,8 @@ PROJECT_ID = "10000"
 ISSUE_TYPE = {"id": "10005", "name": "Change"}
 FIRST_ISSUE_ID = 10001
 
-# Site-specific custom field ids (deliberately not the note's example ids: the connector must discover them).
+# Site-specific custom field ids (deliberately not the note's example ids: the connector must discover them),
+# named as JSM names its change fields; `field_names` renames them per test (older sites say "Planned start").
 FIELD_CHANGE_TYPE = "customfield_10021"
 FIELD_RISK = "customfield_10022"
 FIELD_PLANNED_START = "customfield_10023"
@@ -64,9 +66,9 @@ CUSTOM_FIELDS = {
                                         "customfieldtypes:select"}, ("Standard", "Normal", "Emergency")),
     FIELD_RISK: ("Change risk", {"type": "option", "custom": "com.atlassian.jira.plugin.system."
                                  "customfieldtypes:select"}, ("Low", "Medium", "High", "Critical")),
-    FIELD_PLANNED_START: ("Planned start", {"type": "datetime", "custom": "com.atlassian.jira.plugin.system."
+    FIELD_PLANNED_START: ("Change start date", {"type": "datetime", "custom": "com.atlassian.jira.plugin.system."
                                             "customfieldtypes:datetime"}, None),
-    FIELD_PLANNED_END: ("Planned end", {"type": "datetime", "custom": "com.atlassian.jira.plugin.system."
+    FIELD_PLANNED_END: ("Change completion date", {"type": "datetime", "custom": "com.atlassian.jira.plugin.system."
                                         "customfieldtypes:datetime"}, None),
     FIELD_APPROVALS: ("Approvals", {"type": "sd-approvals", "custom": "com.atlassian.servicedesk.approvals-plugin:"
                                     "sd-approvals"}, None),
@@ -275,6 +277,7 @@ class JiraServiceManagementSimulator:
             self.webhook_signature = "hmac-sha256"
             self.webhooks: list[dict] = []
             self._timers: list[threading.Timer] = []
+            self.field_names: dict[str, str] = {}  # custom field id -> the name this site gives it
 
     def stop(self) -> None:
         with self._lock:
@@ -357,7 +360,8 @@ class JiraServiceManagementSimulator:
     def _fields(self) -> list[dict]:
         out = [{"id": name, "key": name, "name": name.capitalize(), "custom": False, "orderable": True,
                 "navigable": True, "searchable": True, "clauseNames": [name]} for name in SYSTEM_FIELDS]
-        for field_id, (name, schema, _options) in CUSTOM_FIELDS.items():
+        for field_id, (default_name, schema, _options) in CUSTOM_FIELDS.items():
+            name = self.field_names.get(field_id, default_name)
             number = field_id.rsplit("_", 1)[1]
             out.append({"id": field_id, "key": field_id, "name": name, "custom": True, "orderable": True,
                         "navigable": True, "searchable": True,
@@ -775,11 +779,11 @@ class JiraServiceManagementSimulator:
                 return json_response({"webhooks": []})
             elif parts[0] == "jsm-config" and request.method == "POST":
                 with self._lock:
-                    for key in ("request_approval_on_create", "max_results"):
+                    for key in ("request_approval_on_create", "max_results", "field_names"):
                         if key in spec:
                             setattr(self, key, spec[key])
                 return json_response({"request_approval_on_create": self.request_approval_on_create,
-                                      "max_results": self.max_results})
+                                      "max_results": self.max_results, "field_names": self.field_names})
         except ConflictError as exc:
             return json_response({"error": str(exc)}, 409)
         except KeyError as exc:

@@ -119,6 +119,19 @@ def test_list_pages_newest_first_with_link_and_the_30_day_window(fs, sim, contro
     assert fs.get(CHANGES, params={"updated_since": "yesterday"}).status_code == 400
 
 
+def test_list_items_can_come_without_custom_fields_as_on_real_accounts(fs, sim, control):
+    create(fs, sim)
+    params = {"updated_since": "2000-01-01T00:00:00Z"}
+    assert fs.get(CHANGES, params=params).json()["changes"][0]["custom_fields"]["syncplane_correlation_id"]
+    assert control.post("quirks", json={"list_custom_fields": False}).json() == {"list_custom_fields": False}
+    [item] = fs.get(CHANGES, params=params).json()["changes"]
+    assert "custom_fields" not in item and item["id"] == 1
+    # A read by id still carries them.
+    assert fs.get(f"{CHANGES}/1").json()["change"]["custom_fields"]["syncplane_correlation_id"] == "corr-1"
+    sim.reset()
+    assert sim.itsm.list_custom_fields
+
+
 def test_updated_since_is_inclusive_and_follows_updates(fs, sim, control):
     first = create(fs, sim).json()["change"]
     create(fs, sim)

@@ -62,6 +62,13 @@ def test_auth_is_required_and_checked(server, jira):
     assert pat.status_code == 200
 
 
+def test_custom_fields_carry_jsms_own_names_and_can_be_renamed(jira, server):
+    names = {f["name"] for f in jira.get("/rest/api/3/field").json() if f["custom"]}
+    assert names == {"Change type", "Change risk", "Change start date", "Change completion date", "Approvals"}
+    httpx.post(server.url + "/jira/_control/jsm-config", json={"field_names": {FIELD_RISK: "Risiko"}})
+    assert "Risiko" in {f["name"] for f in jira.get("/rest/api/3/field").json()}
+
+
 def test_create_answers_201_with_id_key_and_self(jira, server):
     created = new_change(jira, **{FIELD_RISK: {"value": "High"}})
     assert created == {"id": "10001", "key": "ITSM-1", "self": f"{server.url}/jira/rest/api/3/issue/10001"}

@@ -97,6 +97,30 @@ def test_asset_type_map_and_state_map_are_configurable():
     assert mapped(LAPTOP, lookups)["status"] == "in_stock"
 
 
+def test_a_configured_state_map_extends_the_default_table():
+    # The runbook's example: only two states listed; every default state still maps.
+    lookups = build_lookups(LISTS, None, {"In Use": "active", "Lost": "unknown", "on loan": "in_stock"})
+    for state, status in (("In Stock", "in_stock"), ("Retired", "retired"), ("On Loan", "in_stock"),
+                          ("Lost", "unknown")):
+        raw = copy.deepcopy(LAPTOP)
+        raw["type_fields"]["asset_state_21000855267"] = state
+        record = map_asset(raw, lookups)
+        assert (record.attributes["status"], record.unmapped) == (status, {})
+    overriding = build_lookups(LISTS, None, {"in stock": "in_maintenance"})  # a configured name wins
+    raw = copy.deepcopy(LAPTOP)
+    raw["type_fields"]["asset_state_21000855267"] = "In Stock"
+    assert mapped(raw, overriding)["status"] == "in_maintenance"
+
+
+@pytest.mark.parametrize(("state", "unmapped"), [("Lost in space", {"status": "Lost in space"}),
+                                                 ("Missing", {}), (None, {})])
+def test_a_state_no_map_knows_is_marked_unmapped(state, unmapped):
+    raw = copy.deepcopy(LAPTOP)
+    raw["type_fields"]["asset_state_21000855267"] = state
+    record = map_asset(raw, LOOKUPS)
+    assert record.attributes["status"] == "unknown" and record.unmapped == unmapped
+
+
 @pytest.mark.parametrize(("state", "status"), [("In Use", "active"), ("In Stock", "in_stock"),
                                                ("In Transit", "in_stock"), ("In Repair", "in_maintenance"),
                                                ("Under Maintenance", "in_maintenance"), ("Retired", "retired"),

@@ -14,6 +14,7 @@ from syncplane.integrations.secrets import resolve_secret, to_reference
 from syncplane.inventory.models import Asset, AssetSource
 from syncplane_simulators.freshservice_cmdb import DEFAULT_API_KEY, FreshserviceSimulator
 from syncplane_simulators.server import SimulatorServer
+from tests.integrations.assertions import assert_counters_match_outcomes
 
 RECORDS = 250
 
@@ -45,7 +46,7 @@ def freshservice(server, db):
 
 
 def sync(system, **kwargs):
-    return run_sync(start_sync(system, **kwargs).pk)
+    return assert_counters_match_outcomes(run_sync(start_sync(system, **kwargs).pk))
 
 
 def connector_for(system, pace_sleep):
@@ -81,6 +82,20 @@ def test_mapped_values_reach_the_asset(freshservice, fs):
     assert source.asset.name == raw["name"]
     assert source.asset.hostname == raw["type_fields"]["hostname_21000855272"]
     assert source.asset.asset_type == "laptop"
+
+
+@pytest.mark.django_db
+def test_the_runbooks_state_map_keeps_the_default_states_and_counts_unknown_ones(freshservice, fs):
+    freshservice.config = {**freshservice.config, "state_map": {"In Use": "active", "Lost": "unknown"}}
+    freshservice.save()
+    on_loan = fs.set_state([0, 1, 2], "On Loan")  # a state the admin added, in no map
+    log = sync(freshservice)
+    assert log.status == RunStatus.SUCCESS, log.error_summary
+    statuses = set(Asset.objects.values_list("status", flat=True))
+    assert {"active", "in_stock", "in_maintenance", "retired"} <= statuses  # In Stock etc. are not lost
+    assert "unmapped values" in log.error_summary and "status 'On Loan' 3" in log.error_summary
+    unknown = AssetSource.objects.filter(external_system=freshservice, external_id__in=on_loan)
+    assert {s.asset.status for s in unknown.select_related("asset")} == {"unknown"}
 
 
 @pytest.mark.django_db
@@ -128,7 +143,7 @@ def test_an_asset_skipped_by_page_drift_is_looked_up_not_deleted(freshservice, f
         if log.pages == 1:
             fs.delete(indices=[0])
 
-    log = run_sync(start_sync(freshservice).pk, progress=delete_an_early_asset)
+    log = assert_counters_match_outcomes(run_sync(start_sync(freshservice).pk, progress=delete_an_early_asset))
     assert log.status == RunStatus.SUCCESS
     # Asset 0 was read on page 1; a later page lost one asset to the shift.
     assert log.records_read == RECORDS - 1
@@ -162,6 +177,7 @@ def test_rate_limit_429_with_retry_after_is_waited_out(freshservice, fs):
     fs.rate_limit_per_minute, fs.rate_limit_window = 12, 1.0  # 12 credits a "minute" of one second
     paced = []
     log = run_sync(start_sync(freshservice).pk, connector=connector_for(freshservice, paced.append))
+    assert_counters_match_outcomes(log)
     assert log.status == RunStatus.SUCCESS, log.error_summary
     assert log.records_created == RECORDS
     assert fs.stats["rate_limited"] > 0

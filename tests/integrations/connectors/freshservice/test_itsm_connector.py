@@ -242,6 +242,42 @@ def test_fetch_full_and_incremental_yield_only_syncplanes_changes(make_connector
     assert connector.map_record(records[0]).attributes["state"] in ("scheduled", "approved")
 
 
+def test_fetch_recognises_its_changes_by_the_stored_id_when_list_items_lack_custom_fields(make_connector, sim,
+                                                                                         control):
+    connector = make_connector(page_size=2)
+    control.post("changes", json={"count": 2})  # raised by people
+    ours = [connector.create_change(draft(n)).external_id for n in range(1, 3)]
+    control.post("quirks", json={"list_custom_fields": False})
+    # Without the ids stored at create, nothing in the list says which changes are Syncplane's.
+    assert [r for p in connector.fetch("full") for r in p.records] == []
+    connector.context.known_ids = lambda: set(ours)
+    control.post(f"changes/{ours[0]}/approve")
+    records = [r for p in connector.fetch("full") for r in p.records]
+    assert sorted(str(r["id"]) for r in records) == sorted(ours)
+    approved = next(r for r in records if str(r["id"]) == ours[0])
+    assert approved["approvals"][0]["approval_status"]["id"] == 1
+    mapped = connector.map_record(approved).attributes
+    assert mapped["state"] in ("scheduled", "approved") and mapped["correlation_id"] == ""
+    # A change whose create answer was lost is still recognised by its custom field where the list has it.
+    control.post("quirks", json={"list_custom_fields": True})
+    lost = connector.create_change(draft(9)).external_id
+    assert lost in {str(r["id"]) for p in connector.fetch("full") for r in p.records}
+
+
+def test_find_reads_by_id_when_list_items_lack_custom_fields(make_connector, sim, control):
+    connector = make_connector()
+    created = connector.create_change(draft(3))
+    control.post("changes", json={"count": 2})  # newer changes raised by people
+    control.post("quirks", json={"list_custom_fields": False})
+    reads = sim.stats["change_reads"]
+    found = connector.find_change("syncplane-chg-0003")
+    assert found is not None and found.external_id == created.external_id
+    assert found.correlation_id == "syncplane-chg-0003"
+    # The people's changes are read by id too (they might be ours), nothing else.
+    assert sim.stats["change_reads"] - reads == 3
+    assert connector.find_change("syncplane-chg-9999") is None
+
+
 def test_webhook_change_ids_on_the_recorded_notification(connector, sim, control):
     control.post("webhook", json={"secret": "hook-secret-for-tests"})
     connector.create_change(draft())

@@ -128,6 +128,13 @@ def test_custom_status_maps_through_status_map_and_unknown_ones_wait_and_are_log
     assert canonical_state(9, 0, None) is None
 
 
+def test_a_status_no_map_knows_is_counted_on_the_run():
+    mapper = connector(status_map={"7": "implementing"})
+    assert mapper.map_record(change(status=7)).unmapped == {}
+    assert mapper.map_record(change(status=6)).unmapped == {}
+    assert mapper.map_record(change(status=9)).unmapped == {"status": "9"}
+
+
 def test_a_change_without_the_correlation_field_maps_with_an_empty_one():
     raw = change(custom_fields={FIELD: None, "business_justification": "x"})
     assert map_change(raw, correlation_field=FIELD).correlation_id == ""

@@ -17,6 +17,7 @@ from syncplane.integrations.models import ExternalSystem
 from syncplane.integrations.secrets import to_reference
 from syncplane.integrations.sinks import sink_for
 from syncplane_simulators.freshservice_cmdb import DEFAULT_API_KEY
+from tests.integrations.assertions import assert_counters_match_outcomes
 
 SECRET = "freshservice-hook-secret"
 
@@ -74,7 +75,7 @@ def submit(itsm, capture, **fields) -> ChangeRequest:
 
 
 def poll(itsm, mode="full"):
-    log = run_sync(start_sync(itsm, mode=mode).pk)
+    log = assert_counters_match_outcomes(run_sync(start_sync(itsm, mode=mode).pk))
     assert log.status == RunStatus.SUCCESS, log.error_summary
     return log
 
@@ -117,6 +118,19 @@ def test_submit_once_then_cab_progress_comes_back_by_polling(itsm, cab, simulato
     assert poll(itsm).records_updated == 0  # nothing new: nothing written
     assert ApprovalRecord.objects.filter(change=change).count() == 1
     assert len([c for c in cab.changes() if c["custom_fields"]["syncplane_correlation_id"]]) == 1
+
+
+def test_polling_follows_the_stored_id_when_list_items_carry_no_custom_fields(itsm, cab, simulator,
+                                                                             django_capture_on_commit_callbacks):
+    change = submit(itsm, django_capture_on_commit_callbacks)
+    simulator.freshservice.itsm.seed(count=3)  # changes raised by people
+    simulator.freshservice.itsm.list_custom_fields = False  # as list answers of a real account may be
+    cab.act(change.external_key, "approve", comment="Fine by the CAB")
+    log = poll(itsm)
+    assert (log.records_read, log.records_updated) == (1, 1)
+    change.refresh_from_db()
+    assert change.state == ChangeState.SCHEDULED
+    assert ApprovalRecord.objects.get(change=change).comment == "Fine by the CAB"
 
 
 def test_a_rejection_comes_back_by_the_shared_secret_webhook(itsm, cab, client, django_capture_on_commit_callbacks):

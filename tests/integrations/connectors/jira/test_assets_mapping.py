@@ -67,8 +67,16 @@ def test_unmapped_types_and_statuses_fall_back():
     attributes = mapped(SWITCH).attributes
     assert attributes["asset_type"] == "network_device"  # Switch is in the default type map
     assert attributes["status"] == "unknown"  # "Quarantined" is not in the status map
-    assert mapped(SWITCH, type_map={"Laptop": "laptop"}).attributes["asset_type"] == "other"
-    assert mapped(SWITCH, status_map={"quarantined": "in_maintenance"}).attributes["status"] == "in_maintenance"
+    assert mapped(SWITCH).unmapped == {"status": "Quarantined"}  # counted on the run, not silently unknown
+    assert mapped(SWITCH, type_map={"Switch": "other"}).attributes["asset_type"] == "other"
+    configured = mapped(SWITCH, status_map={"quarantined": "in_maintenance"})
+    assert (configured.attributes["status"], configured.unmapped) == ("in_maintenance", {})
+
+
+def test_configured_maps_extend_the_defaults():
+    # A map of one entry keeps every default one (it used to replace the whole table).
+    assert mapped(SWITCH, type_map={"Laptop": "laptop"}).attributes["asset_type"] == "network_device"
+    assert mapped(LAPTOP, status_map={"Quarantined": "in_maintenance"}).attributes["status"] == "active"
 
 
 def test_names_are_per_object_type():
@@ -95,10 +103,11 @@ def test_data_center_objects_with_numeric_ids_locale_dates_and_user_emails():
     assert record.attributes["status"] == "active"
 
 
-def test_a_custom_attribute_map_replaces_the_default():
+def test_a_custom_attribute_map_extends_the_default_and_is_read_first():
     attributes = mapped(LAPTOP, attribute_map={"Hostname": "name", "Serial Number": "asset_tag"}).attributes
     assert attributes["name"] == "lt-ber-0142" and attributes["asset_tag"] == "5CG1234XYZ"
-    assert attributes["serial_number"] == "" and attributes["manufacturer"] == ""
+    assert attributes["serial_number"] == ""  # a configured attribute name replaces its default target
+    assert attributes["manufacturer"] == "HP"  # the attributes not configured keep their default mapping
 
 
 @pytest.mark.parametrize(

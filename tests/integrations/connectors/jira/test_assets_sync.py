@@ -14,6 +14,7 @@ from syncplane.integrations.secrets import to_reference
 from syncplane.inventory.models import Asset, AssetSource
 from syncplane_simulators.jira_assets import DEFAULT_WORKSPACE_ID, JiraAssetsSimulator
 from syncplane_simulators.server import SimulatorServer
+from tests.integrations.assertions import assert_counters_match_outcomes
 
 pytestmark = pytest.mark.django_db
 
@@ -47,7 +48,7 @@ def jira(server, db):
 
 
 def sync(system, **kwargs):
-    return run_sync(start_sync(system, **kwargs).pk)
+    return assert_counters_match_outcomes(run_sync(start_sync(system, **kwargs).pk))
 
 
 def test_full_sync_discovers_the_workspace_and_brings_in_every_object(jira, jira_sim):
@@ -142,7 +143,7 @@ def test_an_object_moved_by_a_touch_mid_run_is_not_marked_deleted(jira, jira_sim
         if log.pages == 1:
             jira_sim.touch(indices=[0])  # moves to the end of `order by Updated`: startAt skips one object
 
-    log = run_sync(start_sync(jira).pk, progress=touch_an_early_object)
+    log = assert_counters_match_outcomes(run_sync(start_sync(jira).pk, progress=touch_an_early_object))
     assert log.status == RunStatus.SUCCESS
     assert log.records_deleted == 0  # the skipped object is confirmed by an objectId lookup
 

@@ -203,7 +203,7 @@ def test_bad_credentials_are_an_authentication_error(make):
     assert "wrong-token" not in str(caught.value)
 
 
-def test_test_connection_discovers_the_custom_fields(make, sim):
+def test_test_connection_discovers_the_custom_fields(make, sim, control):
     result = make().test_connection()
     assert result.ok, result.message
     assert result.details["fields"]["approvals_field"] == "customfield_10025"
@@ -212,8 +212,31 @@ def test_test_connection_discovers_the_custom_fields(make, sim):
     make().create_change(draft())  # the discovery is cached for the site
     assert sim.stats["field_requests"] == fields_asked
     jsm._field_cache.clear()
-    missing = make(field_names={"approvals_field": "CAB sign-off"}).test_connection()
+    control.post("/jsm-config", json={"field_names": {"customfield_10025": "CAB sign-off"}})  # a renamed field
+    missing = make().test_connection()
     assert not missing.ok and "approvals field was not found" in missing.message
+    assert make(field_names={"approvals_field": "CAB sign-off"}).test_connection().ok
+
+
+def test_the_planned_window_is_found_by_jsms_own_field_names(make, sim):
+    # The simulator names its fields as JSM does: "Change start date", "Change completion date".
+    result = make().test_connection()
+    assert (result.details["fields"]["planned_start_field"], result.details["fields"]["planned_end_field"]) == (
+        FIELD_PLANNED_START, FIELD_PLANNED_END)
+    assert result.details["missing_fields"] == []
+
+
+def test_older_names_and_configured_names_are_still_found(make, sim, control):
+    control.post("/jsm-config", json={"field_names": {FIELD_PLANNED_START: "Planned start",
+                                                      FIELD_PLANNED_END: "Planned end"}})
+    fields = make().test_connection().details["fields"]
+    assert (fields["planned_start_field"], fields["planned_end_field"]) == (FIELD_PLANNED_START, FIELD_PLANNED_END)
+    jsm._field_cache.clear()
+    control.post("/jsm-config", json={"field_names": {FIELD_PLANNED_START: "Wartungsbeginn"}})
+    assert "planned_start_field" not in make().test_connection().details["fields"]
+    result = make(field_names={"planned_start_field": "Wartungsbeginn"}).test_connection()
+    assert result.details["fields"]["planned_start_field"] == FIELD_PLANNED_START
+    control.post("/jsm-config", json={"field_names": {}})
 
 
 def test_fetch_full_and_incremental_yield_only_syncplanes_changes(make, server, control):

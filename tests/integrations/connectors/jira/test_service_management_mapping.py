@@ -104,6 +104,15 @@ def test_status_map_is_configurable():
         connector(status_map={"Scheduled": "green"})
 
 
+def test_a_configured_status_map_extends_the_default_and_unknown_statuses_are_counted():
+    mapped = connector(status_map={"Peer review": "assess"})
+    # Implementing and Canceled come from the default map, which a configured one used to replace.
+    assert mapped.map_change(issue("Implementing", "indeterminate", approvals=APPROVED)).state == "implementing"
+    assert mapped.map_change(issue("Canceled", "done")).state == "cancelled"
+    assert mapped.map_record(issue("Peer review", "indeterminate", approvals=PENDING)).unmapped == {}
+    assert mapped.map_record(issue("Triage", "new")).unmapped == {"status": "Triage"}
+
+
 def test_identity_correlation_and_dates():
     change = connector().map_change(issue("Planning", "new"))
     assert (change.external_id, change.number) == ("10042", "ITSM-42")

@@ -72,6 +72,14 @@ def test_a_free_text_device_name_is_not_a_hostname():
     assert asset["asset"]["name"] == "Tom's iPhone" and asset["asset"]["hostname"] == ""
 
 
+@pytest.mark.parametrize(("enabled", "status"), [(True, "active"), (False, "retired"), (None, "unknown")])
+def test_device_status_follows_account_enabled(enabled, status):
+    raw = {"@odata.type": DEVICE, "id": "d1", "displayName": "LAPTOP-0042", "operatingSystem": "Windows"}
+    if enabled is not None:
+        raw["accountEnabled"] = enabled
+    assert mapped(raw)["asset"]["status"] == status
+
+
 def test_removed_device_has_no_asset():
     assert mapped({"@odata.type": DEVICE, "id": "d1", "@removed": {"reason": "deleted"}}) == {
         "kind": "device", "removed": True}
@@ -81,6 +89,7 @@ def test_removed_device_has_no_asset():
     {"@odata.type": USER},
     {"@odata.type": USER, "id": "u1", "accountEnabled": "yes"},
     {"@odata.type": DEVICE, "id": "d1", "approximateLastSignInDateTime": "yesterday"},
+    {"@odata.type": DEVICE, "id": "d1", "accountEnabled": "false"},
     {"@odata.type": "#microsoft.graph.orgContact", "id": "c1"},
 ])
 def test_unusable_records_are_record_errors(raw):

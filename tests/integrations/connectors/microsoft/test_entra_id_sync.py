@@ -16,6 +16,8 @@ from syncplane.integrations.models import ExternalSystem, SyncState
 from syncplane.integrations.secrets import resolve_secret, to_reference
 from syncplane.inventory.models import AssetSource
 from syncplane_simulators import entra_id as graph_sim
+from syncplane_simulators.server import SimulatorServer
+from tests.integrations.assertions import assert_counters_match_outcomes
 
 pytestmark = pytest.mark.django_db
 
@@ -46,7 +48,7 @@ def connector_for(system):
 
 
 def sync(system, mode=SyncMode.FULL, **kwargs):
-    return run_sync(start_sync(system, mode=mode).pk, **kwargs)
+    return assert_counters_match_outcomes(run_sync(start_sync(system, mode=mode).pk, **kwargs))
 
 
 def group_members(system, name):
@@ -86,6 +88,10 @@ def test_full_sync_pages_through_every_stream(entra, graph):
     assert sources.count() == 40
     states = {s.asset.compliance_state for s in sources}
     assert states == {"compliant", "noncompliant", "unknown"}
+    # Their status follows accountEnabled: disabled registrations are retired, none is left unknown.
+    statuses = {s.external_id: s.asset.status for s in sources}
+    assert statuses == {d: "active" if graph.devices[d]["accountEnabled"] else "retired" for d in graph.devices}
+    assert set(statuses.values()) == {"active", "retired"}
     iphone = next(s for s in sources if s.raw_payload["operatingSystem"] == "IPhone")
     assert (iphone.asset.asset_type, iphone.asset.operating_system) == ("mobile", "iOS")
     assert "isManaged" in iphone.raw_payload
@@ -123,6 +129,32 @@ def test_delta_round_applies_removals_disables_and_membership_changes(entra, gra
     assert User.objects.count() == 121  # never deleted
     # A second incremental run with nothing changed reads nothing.
     assert sync(entra, mode=SyncMode.INCREMENTAL).records_read == 0
+
+
+def test_a_disabled_device_is_retired_by_the_next_delta_round(entra, graph):
+    sync(entra)
+    device = next(d for d, raw in graph.devices.items() if raw["accountEnabled"])
+    graph.disable_device(device)
+    log = sync(entra, mode=SyncMode.INCREMENTAL)
+    assert log.status == RunStatus.SUCCESS, log.error_summary
+    assert (log.records_read, log.records_updated) == (1, 1)
+    assert AssetSource.objects.get(external_system=entra, external_id=device).asset.status == "retired"
+
+
+def test_a_moved_graph_starts_the_delta_chain_over_instead_of_following_the_old_links(entra, graph):
+    sync(entra)
+    old_requests = graph.stats["users_delta_requests"]
+    with SimulatorServer(records=250, seed=7) as moved:  # the same tenant behind another port
+        entra.base_url = f"{moved.url}/graph/v1.0"
+        entra.config = {**entra.config, "authority_url": f"{moved.url}/graph/login"}
+        entra.save()
+        assert SyncState.objects.get(external_system=entra).cursor is None
+        log = sync(entra, mode=SyncMode.INCREMENTAL)
+        assert log.status == RunStatus.SUCCESS, log.error_summary
+        assert graph.stats["users_delta_requests"] == old_requests  # nothing went to the old address
+        assert moved.graph.stats["users_delta_requests"] >= 1
+        links = SyncState.objects.get(external_system=entra).cursor
+        assert all(link.startswith(moved.url) for link in links.values())
 
 
 def username_of(system, external_id):

@@ -54,6 +54,8 @@ def test_install_status_table(code, status):
     record = {**LAPTOP, "install_status": {"display_value": "x", "value": code}}
     assert map_computer(record).attributes["status"] == status
     assert INSTALL_STATUS.get(code, "unknown") == status
+    # An instance's own choice is named for the run's summary; Absent (100) and no value are known.
+    assert map_computer(record).unmapped == ({"status": "42"} if code == "42" else {})
 
 
 def test_default_display_modes_map_the_same():

@@ -17,6 +17,7 @@ from syncplane.integrations.models import (
 )
 from syncplane.integrations.secrets import to_reference
 from syncplane.inventory.models import Asset, AssetSource
+from tests.integrations.assertions import assert_counters_match_outcomes
 
 pytestmark = pytest.mark.django_db
 
@@ -25,7 +26,7 @@ RECORDS = 250
 
 def sync(system, **kwargs):
     log = start_sync(system, **kwargs)
-    return run_sync(log.pk)
+    return assert_counters_match_outcomes(run_sync(log.pk))
 
 
 def test_full_sync_brings_in_every_ci(servicenow):
@@ -105,7 +106,7 @@ def test_a_record_skipped_by_offset_paging_is_not_marked_deleted(servicenow, sim
         if log.pages == 1:
             simulator.servicenow.touch(indices=[0])
 
-    log = run_sync(second.pk, progress=move_an_early_record_to_the_end)
+    log = assert_counters_match_outcomes(run_sync(second.pk, progress=move_an_early_record_to_the_end))
     assert log.status == RunStatus.SUCCESS
     assert log.records_read == RECORDS  # one record skipped, the touched one read twice
     assert log.records_deleted == 0
@@ -261,7 +262,7 @@ def test_oauth_password_grant_refreshes_an_expired_token(servicenow, simulator):
         if log.pages == 2:
             simulator.servicenow.expire_all_tokens()
 
-    log = run_sync(start_sync(servicenow).pk, progress=expire_midway)
+    log = assert_counters_match_outcomes(run_sync(start_sync(servicenow).pk, progress=expire_midway))
     assert log.status == RunStatus.SUCCESS, log.error_summary
     assert log.records_created == RECORDS
 

@@ -8,6 +8,7 @@ from syncplane.integrations.choices import AuthType, Category, RunStatus, System
 from syncplane.integrations.engine import run_sync, start_sync
 from syncplane.integrations.models import ExternalSystem
 from syncplane.integrations.secrets import to_reference
+from tests.integrations.assertions import assert_counters_match_outcomes
 
 pytestmark = pytest.mark.django_db
 
@@ -52,7 +53,7 @@ def submitted(system, title: str, risk_score: int):
 
 
 def sync(system, mode="full"):
-    return run_sync(start_sync(system, mode=mode).pk)
+    return assert_counters_match_outcomes(run_sync(start_sync(system, mode=mode).pk))
 
 
 def test_cab_decisions_reach_the_changes_through_the_sync_engine(itsm, simulator):

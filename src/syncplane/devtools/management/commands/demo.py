@@ -1,8 +1,12 @@
 """`syncplane demo`: everything on one machine, on SQLite, with nothing else to install.
 
 Starts the simulators, a Celery worker, Celery beat and the web server as child processes, creates an admin
-user and a ServiceNow CMDB integration pointed at the simulator, and queues its first sync. Ctrl-C stops
-every child (devtools/supervisor.py says how).
+user and the demo's integrations pointed at the simulators — three CMDBs (ServiceNow CMDB, Jira Assets,
+Freshservice CMDB), Entra ID, Active Directory (slapd, when installed) and ServiceNow ITSM with one sample
+change request — and queues a sync of each inbound one (full the first time, incremental after a restart).
+A restart with another --simulator-port moves the integrations to it; what their incremental cursors pointed
+at is reset with the address (ExternalSystem.save), so that run is full. Ctrl-C stops every child
+(devtools/supervisor.py says how).
 """
 
 import os
@@ -22,7 +26,7 @@ from syncplane.devtools.supervisor import Children, ChildStopped, port_is_free, 
 from syncplane.integrations.base import is_secret_field
 from syncplane.integrations.choices import AuthType, RunStatus, SyncMode, SystemType, Trigger
 from syncplane.integrations.engine import SyncAlreadyRunning, start_sync
-from syncplane.integrations.models import ExternalSystem, IntegrationSyncLog
+from syncplane.integrations.models import ExternalSystem, IntegrationSyncLog, SyncState
 from syncplane.integrations.registry import get_connector_class
 from syncplane.integrations.secrets import to_reference
 from syncplane.integrations.tasks import queue_sync
@@ -89,12 +93,17 @@ DEMO_CAB_SECONDS = 20
 DEMO_LDAP_PORTS = (8389, 8636)
 DEMO_DIRECTORY_USERS = 400
 class Command(BaseCommand):
-    help = "Start the demo: simulators, worker, beat and web server, with a first ServiceNow sync."
+    help = (
+        "Start the demo: simulators, worker, beat and web server; integrations with three CMDBs (ServiceNow, "
+        "Jira Assets, Freshservice), Entra ID, Active Directory (with slapd installed) and ServiceNow ITSM, "
+        "pointed at the simulators, each inbound one synced at once."
+    )
 
     def add_arguments(self, parser):
         parser.add_argument("--port", type=int, default=8000, help="Web server port (default 8000)")
         parser.add_argument("--simulator-port", type=int, default=8900, help="Simulators port (default 8900)")
-        parser.add_argument("--records", type=int, default=3000, help="CIs in the ServiceNow simulator")
+        parser.add_argument("--records", type=int, default=3000,
+                            help="Devices in each CMDB simulator (default 3000, 60%% shared between them)")
 
     def handle(self, *args, port, simulator_port, records, **options):
         if not settings.SYNCPLANE_DEMO:
@@ -166,10 +175,7 @@ class Command(BaseCommand):
             system = self._active_directory(directory)
             started.append((system, self._first_sync(system)))
         change = self._change_demo(simulators, port, username)
-        self._banner(port, simulators, username, password, started)
-        if change is not None:
-            self.stdout.write(f"  Change request        http://127.0.0.1:{port}/api/v1/changes/{change.pk}/history/ "
-                              f"(the simulated CAB approves it within {DEMO_CAB_SECONDS} s)\n")
+        self.stdout.write(self.banner(port, simulators, username, password, started, change))
         children.running = True
         for _system, log in started:
             self._follow(log, children)
@@ -291,7 +297,9 @@ class Command(BaseCommand):
         synced_before = IntegrationSyncLog.objects.filter(
             external_system=system, status=RunStatus.SUCCESS, mode=SyncMode.FULL, dry_run=False
         ).exists()
-        mode = SyncMode.INCREMENTAL if synced_before else SyncMode.FULL
+        # No cursor (never synced, or the base URL moved: a new --simulator-port): the first run is a full one.
+        has_cursor = SyncState.objects.filter(external_system=system, cursor__isnull=False).exists()
+        mode = SyncMode.INCREMENTAL if synced_before and has_cursor else SyncMode.FULL
         try:
             log = start_sync(system, mode=mode, trigger=Trigger.MANUAL, requested_by="demo")
         except SyncAlreadyRunning as exc:
@@ -299,25 +307,36 @@ class Command(BaseCommand):
         queue_sync(log.pk)
         return log
 
-    def _banner(self, port, simulators, username, password, started):
+    def banner(self, port, simulators, username, password, started, change=None) -> str:
+        """What the demo prints once everything runs: every integration it created, with its URL and the
+        sync it queued (the ITSM one syncs on the schedule and by webhook)."""
         web = f"http://127.0.0.1:{port}"
+        rows = [(system, log) for system, log in started]
+        if change is not None and change.external_system_id:
+            rows.append((change.external_system, None))
         integrations = "".join(
-            f"  Integration #{system.pk:<9} {system.name}: sync #{log.pk}\n" for system, log in started
+            f"  {system.name:<30} {web}/api/v1/integrations/{system.pk}/"
+            + (f"  (sync {web}/api/v1/integration-sync-logs/{log.pk}/)" if log else "") + "\n"
+            for system, log in rows
         )
         first = started[0][0]
-        self.stdout.write(self.style.SUCCESS("\nSyncplane demo is running.\n"))
-        self.stdout.write(
+        text = (
+            self.style.SUCCESS("\nSyncplane demo is running.\n") + "\n"
             f"  Web / browsable API   {web}/api/v1/\n"
             f"  Swagger UI            {web}/api/docs/\n"
             f"  Admin                 {web}/admin/\n"
             f"  Log in as             {username} / {password}\n"
             f"  Simulators            {simulators}/servicenow, /jira, /freshservice, /graph\n"
-            f"{integrations}"
+            f"\n  Integrations ({len(rows)}):\n{integrations}\n"
             f"  Sync logs             {web}/api/v1/integration-sync-logs/\n"
             f"  Merged assets         {web}/api/v1/assets/?source_system={first.pk}\n"
             f"  Directory             {web}/api/v1/directory/users/, {web}/api/v1/directory/groups/\n"
-            f"  From a shell          SYNCPLANE_DEMO=1 "
-            f".venv/bin/syncplane sync {first.pk} --mode incremental\n"
+        )
+        if change is not None:
+            text += (f"  Change request        {web}/api/v1/changes/{change.pk}/history/ "
+                     f"(the simulated CAB approves it within {DEMO_CAB_SECONDS} s)\n")
+        return text + (
+            f"  From a shell          SYNCPLANE_DEMO=1 .venv/bin/syncplane sync {first.pk} --mode incremental\n"
             f"  Logs                  {settings.DATA_DIR / 'logs'}/\n"
             "\nPress Ctrl-C to stop everything.\n"
         )

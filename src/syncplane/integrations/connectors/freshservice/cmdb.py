@@ -24,7 +24,16 @@ from typing import Any
 import httpx
 
 from syncplane.core.normalize import normalize_mac
-from syncplane.integrations.base import ConnectionResult, Connector, ConnectorContext, MappedRecord, Page
+from syncplane.integrations.base import (
+    MAX_CONFIG_ID,
+    RATE_MAX,
+    RATE_MIN,
+    ConnectionResult,
+    Connector,
+    ConnectorContext,
+    MappedRecord,
+    Page,
+)
 from syncplane.integrations.choices import AuthType, Capability, Category, RecordKind, SystemType
 from syncplane.integrations.connectors.freshservice.common import (
     MAX_PAGE_SIZE,
@@ -119,15 +128,19 @@ class Lookups:
     def status(self, asset_state: str) -> str:
         return self._state_map.get(asset_state.lower(), "unknown") if asset_state else "unknown"
 
+    def knows_state(self, asset_state: str) -> bool:
+        return not asset_state or asset_state.lower() in self._state_map
+
 
 REFERENCE_LISTS = ("asset_types", "products", "departments", "locations", "requesters", "agents")
 
 
 def build_lookups(lists: dict[str, list], asset_type_map: dict | None = None, state_map: dict | None = None
                   ) -> Lookups:
-    """Lookups from the reference lists as the API returns them (`{"asset_types": [...], ...}`)."""
-    lookups = Lookups(asset_type_map=ASSET_TYPE_MAP if asset_type_map is None else asset_type_map,
-                      state_map=STATE_MAP if state_map is None else state_map)
+    """Lookups from the reference lists as the API returns them (`{"asset_types": [...], ...}`). Configured maps
+    extend the default tables (a configured name wins)."""
+    lookups = Lookups(asset_type_map={**ASSET_TYPE_MAP, **(asset_type_map or {})},
+                      state_map={**STATE_MAP, **(state_map or {})})
     for key in REFERENCE_LISTS:
         for item in lists.get(key) or ():
             if not isinstance(item, dict) or _id(item.get("id")) is None:
@@ -205,7 +218,7 @@ def map_asset(raw: Any, lookups: Lookups) -> MappedRecord:
     attributes: AssetAttributes = {
         "name": _text(fields, "name"),
         "asset_type": lookups.canonical_type(raw.get("asset_type_id")),
-        "status": lookups.status(_text(fields, "asset_state")),
+        "status": lookups.status(_text(fields, "asset_state")),  # an unknown state is named in `unmapped`
         "serial_number": _text(fields, "serial_number"),
         "asset_tag": _text(fields, "asset_tag"),
         "manufacturer": product[1],
@@ -221,7 +234,9 @@ def map_asset(raw: Any, lookups: Lookups) -> MappedRecord:
         "department": lookups.departments.get(_id(raw.get("department_id")), ""),
         "last_seen_at": seen.isoformat() if seen else None,
     }
-    return MappedRecord(external_id=str(display_id), attributes=attributes, raw=raw)
+    state = _text(fields, "asset_state")
+    unmapped = {} if lookups.knows_state(state) else {"status": state}
+    return MappedRecord(external_id=str(display_id), attributes=attributes, raw=raw, unmapped=unmapped)
 
 
 def _name_map(schema_default: dict, values: list[str], description: str) -> dict:
@@ -239,6 +254,12 @@ class FreshserviceCMDBConnector(Connector):
     system_type = SystemType.FRESHSERVICE_CMDB
     category = Category.CMDB
     display_name = "Freshservice CMDB"
+    base_url_help = (
+        "The account URL, nothing after the host: the connector adds /api/v2/... (a custom domain answers "
+        "HTML)."
+    )
+    base_url_example = "https://acme.freshservice.com"
+    owned_path_suffixes = ("/api/v2", "/api")
     record_kind = RecordKind.ASSET
     auth_types = (AuthType.API_KEY,)  # the agent's API key, sent as Basic "<key>:X"
     capabilities = frozenset({
@@ -249,18 +270,20 @@ class FreshserviceCMDBConnector(Connector):
         "properties": {
             "page_size": {"type": "integer", "minimum": 1, "maximum": MAX_PAGE_SIZE, "default": MAX_PAGE_SIZE,
                           "description": "per_page of the asset list (the API's maximum is 100)."},
-            "workspace_id": {"type": ["integer", "null"], "minimum": 0, "default": None,
+            "workspace_id": {"type": ["integer", "null"], "minimum": 0, "maximum": MAX_CONFIG_ID, "default": None,
                              "description": "Accounts with Workspaces: only the primary workspace is listed "
                              "unless set; 0 = every workspace the agent can see (global fields only)."},
             "asset_type_map": _name_map(ASSET_TYPE_MAP, list(ASSET_TYPES),
-                                        "Freshservice asset type name -> canonical asset_type; a type not "
-                                        "listed takes its nearest listed ancestor's, else other."),
+                                        "Freshservice asset type name -> canonical asset_type, added to the "
+                                        "default table (shown); a type not listed takes its nearest listed "
+                                        "ancestor's, else other."),
             "state_map": _name_map(STATE_MAP, list(STATUSES),
-                                   "asset_state value -> canonical status; anything else is unknown."),
+                                   "asset_state value -> canonical status, added to the default table "
+                                   "(shown); anything else is unknown and counted on the run."),
             "resolve_owner_emails": {"type": "boolean", "default": True,
                                      "description": "Read the requester and agent lists once per run to turn "
                                      "user_id into an e-mail address (one request per 100 users)."},
-            "rate_limit_per_second": {"type": "number", "exclusiveMinimum": 0, "default": 0.5,
+            "rate_limit_per_second": {"type": "number", "minimum": RATE_MIN, "maximum": RATE_MAX, "default": 0.5,
                                       "description": "Client-side pace; 0.5/s stays under every plan's "
                                       "List All Assets limit (40/min on Starter)."},
             "timeout_seconds": {"type": "number", "minimum": 1, "maximum": 300, "default": 60},

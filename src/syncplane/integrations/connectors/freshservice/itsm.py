@@ -10,7 +10,10 @@ Calls:
   `correlation_field`, default `syncplane_correlation_id`, created by the admin on the change form) under
   `custom_fields`, and is repeated in the description for people.
 - find: `GET /api/v2/changes?updated_since=<now - find_lookback_days>` paged, matching the custom field. There
-  is no search by custom field; a change updated since its creation is still inside the window.
+  is no search by custom field; a change updated since its creation is still inside the window. List items of
+  a real account may lack `custom_fields` (reads by id carry them): then the unknown changes of our requester
+  in the window are read by id, newest first, until one carries the correlation id (a rare path: only a
+  create whose answer was lost is looked for).
 - read many: the API has no "changes by id list" call. `get_changes` pages the list (newest first, 100 per
   page, `updated_since` far in the past so the 30-day default window does not hide older changes) until every
   id is found, or the ids on the page fall below the smallest one asked for; one or two ids are read with
@@ -27,11 +30,13 @@ Calls:
 Paging: `page` / `per_page` (max 100), following the Link header's rel="next"; no header on the last page.
 The list hides changes created more than 30 days ago unless `updated_since` is given: every list call here
 passes it.
-Streams (`fetch`): the changes Syncplane created (the correlation custom field is filled in; Freshservice
-returns every custom field, null when empty), updated since the cursor (incremental) or since the epoch
-(full). The list is ordered by creation, not by update, so the cursor (the greatest `updated_at` seen) is only
-final after the whole pass; `updated_since` is inclusive and records at the boundary are read again,
-unchanged by fingerprint.
+Streams (`fetch`): the changes Syncplane created, updated since the cursor (incremental) or since the epoch
+(full). They are recognised by the external id stored at create (`context.known_ids`, read once per run),
+and by the correlation custom field only for a change whose create answer was lost: list items of a real
+account may carry no `custom_fields` at all. The list is ordered by creation, not by update, so the cursor
+(the greatest `updated_at` seen) is only final after the whole pass; `updated_since` is inclusive and records
+at the boundary are read again, unchanged by fingerprint. A status neither the table below nor `status_map`
+knows is counted on the run (`MappedRecord.unmapped`).
 
 State mapping (`map_change`, pure). `approval_status`: 0 requested, 1 approved, 2 rejected, 3 cancelled,
 4 not requested, 5 peer responded. `status`: 1 Open, 2 Planning, 3 Awaiting Approval, 4 Pending Release,
@@ -84,7 +89,15 @@ from typing import Any
 
 import httpx
 
-from syncplane.integrations.base import ConnectionResult, ConnectorContext, Page
+from syncplane.integrations.base import (
+    MAX_CONFIG_ID,
+    RATE_MAX,
+    RATE_MIN,
+    ConnectionResult,
+    ConnectorContext,
+    MappedRecord,
+    Page,
+)
 from syncplane.integrations.choices import AuthType, Category, SystemType
 from syncplane.integrations.connectors.freshservice.common import (
     MAX_PAGE_SIZE,
@@ -267,18 +280,24 @@ class FreshserviceITSMConnector(ItsmConnector):
     system_type = SystemType.FRESHSERVICE_ITSM
     category = Category.ITSM
     display_name = "Freshservice ITSM"
+    base_url_help = (
+        "The account URL, nothing after the host: the connector adds /api/v2/... (a custom domain answers "
+        "HTML)."
+    )
+    base_url_example = "https://acme.freshservice.com"
+    owned_path_suffixes = ("/api/v2", "/api")
     auth_types = (AuthType.API_KEY,)  # the agent's API key, sent as Basic "<key>:X"
     webhook_signature = "shared-secret"
     config_schema = {
         "type": "object",
         "properties": {
-            "requester_id": {"type": ["integer", "null"], "minimum": 1, "default": None,
+            "requester_id": {"type": ["integer", "null"], "minimum": 1, "maximum": MAX_CONFIG_ID, "default": None,
                              "description": "Freshservice id of the requester (or agent) who raises the "
                              "changes. Takes precedence over requester_email."},
             "requester_email": {"type": "string", "default": "", "maxLength": 254,
                                 "description": "E-mail of the requester or agent who raises the changes, looked "
                                 "up once (requesters first, then agents) when requester_id is not set."},
-            "group_id": {"type": ["integer", "null"], "minimum": 1, "default": None,
+            "group_id": {"type": ["integer", "null"], "minimum": 1, "maximum": MAX_CONFIG_ID, "default": None,
                          "description": "Agent group the changes are assigned to (e.g. the CAB's group)."},
             "change_type": {"type": "integer", "enum": sorted(CHANGE_TYPES), "default": 1,
                             "description": "1 Minor, 2 Standard, 3 Major, 4 Emergency."},
@@ -286,7 +305,7 @@ class FreshserviceITSMConnector(ItsmConnector):
                          "description": "1 Low, 2 Medium, 3 High, 4 Urgent."},
             "impact": {"type": "integer", "enum": [1, 2, 3], "default": 2,
                        "description": "1 Low, 2 Medium, 3 High."},
-            "workspace_id": {"type": ["integer", "null"], "minimum": 0, "default": None,
+            "workspace_id": {"type": ["integer", "null"], "minimum": 0, "maximum": MAX_CONFIG_ID, "default": None,
                              "description": "Accounts with Workspaces: the workspace changes are created in "
                              "and listed from (unset: the primary workspace)."},
             "correlation_field": {"type": "string", "pattern": _CUSTOM_FIELD, "default": "syncplane_correlation_id",
@@ -301,7 +320,7 @@ class FreshserviceITSMConnector(ItsmConnector):
                            "additionalProperties": {"type": "string", "enum": CHANGE_STATES}, "default": {},
                            "description": "The account's custom status values -> canonical state, e.g. "
                            "{\"7\": \"implementing\"}. Overrides the built-in table for those values."},
-            "cancelled_status": {"type": ["integer", "null"], "minimum": 1, "default": None,
+            "cancelled_status": {"type": ["integer", "null"], "minimum": 1, "maximum": MAX_CONFIG_ID, "default": None,
                                  "description": "A custom 'Cancelled' status to set on cancel (map it to "
                                  "cancelled in status_map); unset: cancel closes the change (status 6)."},
             "page_size": {"type": "integer", "minimum": 1, "maximum": MAX_PAGE_SIZE, "default": MAX_PAGE_SIZE,
@@ -309,7 +328,7 @@ class FreshserviceITSMConnector(ItsmConnector):
             "find_lookback_days": {"type": "integer", "minimum": 1, "maximum": 365, "default": 7,
                                    "description": "How far back a retry looks for a change it may already "
                                    "have created (updated_since = now - this many days)."},
-            "rate_limit_per_second": {"type": "number", "exclusiveMinimum": 0, "default": 1.0,
+            "rate_limit_per_second": {"type": "number", "minimum": RATE_MIN, "maximum": RATE_MAX, "default": 1.0,
                                       "description": "Client-side pace; the budget is per minute and shared "
                                       "with every other user of the account (CMDB sync included)."},
             "timeout_seconds": {"type": "number", "minimum": 1, "maximum": 300, "default": 30},
@@ -379,12 +398,20 @@ class FreshserviceITSMConnector(ItsmConnector):
                 change["approvals"] = self._body(response, "approvals", list)
         return changes
 
-    def _is_ours(self, change: Any) -> bool:
+    def _correlation(self, change: Any) -> str:
+        custom = change.get("custom_fields") if isinstance(change, dict) else None
+        value = custom.get(self.config["correlation_field"]) if isinstance(custom, dict) else None
+        return value.strip() if isinstance(value, str) else ""
+
+    def _known_ids(self) -> set[str]:
+        return self.context.known_ids() if self.context.known_ids else set()
+
+    def _is_ours(self, change: Any, known: set[str]) -> bool:
+        """Created by Syncplane: its id was stored at create, or (the create answer was lost) it carries a
+        correlation id."""
         if not isinstance(change, dict):
             return False
-        custom = change.get("custom_fields")
-        value = custom.get(self.config["correlation_field"]) if isinstance(custom, dict) else None
-        return isinstance(value, str) and bool(value.strip())
+        return (_int(change.get("id")) is not None and str(change["id"]) in known) or bool(self._correlation(change))
 
     def requester_id(self) -> int:
         """The configured requester id, or the id behind requester_email (looked up once)."""
@@ -446,11 +473,23 @@ class FreshserviceITSMConnector(ItsmConnector):
 
     def find_change(self, correlation_id: str) -> ExternalChange | None:
         since = _iso(self._clock() - timedelta(days=self.config["find_lookback_days"]))
+        known = self._known_ids()
+        unread: list[dict] = []  # list items without custom_fields: the field is only on a read by id
         for changes, _ in self._list_pages(since):
             for change in changes:
-                if self._is_ours(change) and \
-                        change["custom_fields"][self.config["correlation_field"]].strip() == correlation_id:
+                if not isinstance(change, dict) or _int(change.get("id")) is None:
+                    continue
+                if self._correlation(change) == correlation_id:
                     return self.map_change(self._with_approvals([change])[0])
+                if "custom_fields" not in change and str(change["id"]) not in known:
+                    unread.append(change)
+        requester = self.requester_id() if unread else None  # Syncplane raises its changes for this person
+        for item in unread:  # newest first: a lost create is among the latest
+            if item.get("requester_id") not in (None, requester):
+                continue
+            change = self._read_one(str(item["id"]))
+            if change is not None and self._correlation(change) == correlation_id:
+                return self.map_change(self._with_approvals([change])[0])
         return None
 
     def get_changes(self, external_ids: list[str]) -> list[ExternalChange]:
@@ -515,19 +554,30 @@ class FreshserviceITSMConnector(ItsmConnector):
                                 f"will be raised for requester {requester}.", details=details)
 
     def fetch(self, mode: str, cursor: Any = None, resume: dict | None = None) -> Iterator[Page]:
+        # Asked here, in the caller's thread: the engine reads the pages in a read-ahead thread.
+        return self._changes(mode, cursor, resume, self._known_ids())
+
+    def _changes(self, mode: str, cursor: Any, resume: dict | None, known: set[str]) -> Iterator[Page]:
         resume = resume or {}
         since = resume.get("since") or (cursor if mode == "incremental" and cursor else EPOCH)
         greatest = resume.get("greatest")
         for changes, next_page in self._list_pages(since, int(resume.get("page") or 1)):
             for change in changes:
                 greatest = _later(greatest, change)
-            ours = self._with_approvals([c for c in changes if self._is_ours(c)])
+            ours = self._with_approvals([c for c in changes if self._is_ours(c, known)])
             yield Page(records=ours, cursor=greatest,
                        resume={"page": next_page, "since": since, "greatest": greatest} if next_page else None)
 
     def map_change(self, raw: dict) -> ExternalChange:
         return map_change(raw, correlation_field=self.config["correlation_field"],
                           status_map=self.config["status_map"], base_url=self.context.base_url)
+
+    def map_record(self, raw: dict) -> MappedRecord:
+        record = super().map_record(raw)
+        status = raw["status"]  # map_change checked it is an integer
+        if status not in STATUS_NAMES and str(status) not in self.config["status_map"]:
+            record.unmapped = {"status": str(status)}
+        return record
 
     def external_id(self, raw: Any) -> str:
         value = raw.get("id") if isinstance(raw, dict) else None

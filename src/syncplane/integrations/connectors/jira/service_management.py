@@ -14,8 +14,10 @@ finds the change instead of creating a second one. The POST is not idempotent: H
 - `id` (numeric string) is the external id and what every later call uses; `key` (ITSM-42) is the number a
   person sees, and changes when the issue moves to another project.
 - Change type, risk and the planned window are custom fields with site-specific ids: configured, or found by
-  name in `GET /rest/api/3/field` (cached per site for an hour). A field that is not found is left out of the
-  create (and named by test_connection); the approvals field is required, since the state depends on it.
+  name in `GET /rest/api/3/field` (cached per site for an hour): a name given in `field_names` first, then
+  JSM's own names ("Change type", "Change risk", "Change start date", "Change completion date", "Approvals"),
+  then older names some sites use ("Planned start", "Planned end"). A field that is not found is left out of
+  the create (and named by test_connection); the approvals field is required, since the state depends on it.
 - Risk: `risk_band(risk_score)` -> the site's "Change risk" option (`risk_map`):
 
   | risk_score | band       | option (default) |
@@ -70,7 +72,15 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from syncplane.integrations.base import ConnectionResult, ConnectorContext, Page, build_auth
+from syncplane.integrations.base import (
+    RATE_MAX,
+    RATE_MIN,
+    ConnectionResult,
+    ConnectorContext,
+    MappedRecord,
+    Page,
+    build_auth,
+)
 from syncplane.integrations.choices import AuthType, Category, SystemType
 from syncplane.integrations.errors import (
     AuthenticationError,
@@ -99,14 +109,16 @@ JQL_DATE = "%Y-%m-%d %H:%M"
 FIELD_CACHE_SECONDS = 3600
 SUMMARY_MAX = 255
 
-# The custom fields a change uses: config key of the id -> default name to find it by.
+# The custom fields a change uses: config key of the id -> JSM's own name for it (a JSM site's field dump).
 CUSTOM_FIELDS = {
     "change_type_field": "Change type",
     "risk_field": "Change risk",
-    "planned_start_field": "Planned start",
-    "planned_end_field": "Planned end",
+    "planned_start_field": "Change start date",
+    "planned_end_field": "Change completion date",
     "approvals_field": "Approvals",
 }
+# Other names a site may use, tried after JSM's own.
+FIELD_ALIASES = {"planned_start_field": ("Planned start",), "planned_end_field": ("Planned end",)}
 DEFAULT_RISK_MAP = {"low": "Low", "moderate": "Medium", "high": "High", "very_high": "Critical"}
 # Status name (case-insensitive) -> what it hints; approvals and resolution have the last word (see the table).
 DEFAULT_STATUS_MAP = {
@@ -223,6 +235,13 @@ class JiraServiceManagementConnector(ItsmConnector):
     system_type = SystemType.JIRA_SERVICE_MANAGEMENT
     category = Category.ITSM
     display_name = "Jira Service Management"
+    base_url_help = (
+        "The Jira site (Cloud: https://<site>.atlassian.net; with an OAuth token "
+        "https://api.atlassian.com/ex/jira/<cloudId>) or Jira Data Center's own URL, without /rest/...: "
+        "the connector adds /rest/api/3/... itself."
+    )
+    base_url_example = "https://acme-it.atlassian.net"
+    owned_path_suffixes = ("/rest", "/browse")
     auth_types = (AuthType.BASIC, AuthType.BEARER)
     webhook_signature = "hmac-sha256"
     config_schema = {
@@ -240,8 +259,10 @@ class JiraServiceManagementConnector(ItsmConnector):
                 "type": "object",
                 "properties": {key: {"type": "string", "minLength": 1, "maxLength": 255} for key in CUSTOM_FIELDS},
                 "additionalProperties": False,
-                "default": dict(CUSTOM_FIELDS),
-                "description": "Names to find the custom fields by (sites can rename or localise them).",
+                "default": {},
+                "description": "Names to find the custom fields by, tried before JSM's own (Change type, Change "
+                "risk, Change start date, Change completion date, Approvals; then Planned start / end): for a "
+                "site that renamed or localised them.",
             },
             "risk_map": {
                 "type": "object",
@@ -253,8 +274,9 @@ class JiraServiceManagementConnector(ItsmConnector):
             },
             "status_map": _name_map_schema({k: str(v) for k, v in DEFAULT_STATUS_MAP.items()},
                                            [str(v) for v in ChangeState],
-                                           "Status name (case-insensitive) -> the state it hints; approvals "
-                                           "and resolution decide approved, rejected and completed."),
+                                           "Status name (case-insensitive) -> the state it hints, added to the "
+                                           "default (shown); approvals and resolution decide approved, rejected "
+                                           "and completed. A status no map knows is counted on the run."),
             "cancel_transition": {"type": "string", "minLength": 1, "maxLength": 255, "default": "Cancel",
                                   "description": "Name of the workflow transition that cancels a change."},
             "page_size": {"type": "integer", "minimum": 1, "maximum": 100, "default": 50,
@@ -262,7 +284,7 @@ class JiraServiceManagementConnector(ItsmConnector):
             "jql_time_zone": {"type": "string", "maxLength": 64, "default": "UTC",
                               "description": "The integration user's Jira time zone: JQL dates are read in it."},
             "cursor_overlap_minutes": {"type": "integer", "minimum": 0, "maximum": 1440, "default": 5},
-            "rate_limit_per_second": {"type": "number", "exclusiveMinimum": 0, "default": 10},
+            "rate_limit_per_second": {"type": "number", "minimum": RATE_MIN, "maximum": RATE_MAX, "default": 10},
             "timeout_seconds": {"type": "number", "minimum": 1, "maximum": 300, "default": 60},
         },
         "additionalProperties": False,
@@ -276,7 +298,9 @@ class JiraServiceManagementConnector(ItsmConnector):
         except (ZoneInfoNotFoundError, ValueError):
             raise ConfigurationError(f"jql_time_zone: unknown time zone {self.config['jql_time_zone']!r}") from None
         self.base_url = context.base_url.rstrip("/")
-        self._status_map = {k.strip().lower(): v for k, v in self.config["status_map"].items()}
+        # A configured status_map extends the default one (a configured name wins).
+        status_map = {**DEFAULT_STATUS_MAP, **self.config["status_map"]}
+        self._status_map = {k.strip().lower(): v for k, v in status_map.items()}
         # Configured ids first; the rest is filled in by `resolve_fields`.
         self.fields: dict[str, str] = {k: self.config[k] for k in CUSTOM_FIELDS if self.config[k]}
         self._client: HttpClient | None = None
@@ -308,7 +332,7 @@ class JiraServiceManagementConnector(ItsmConnector):
         missing = [k for k in CUSTOM_FIELDS if k not in self.fields]
         if not missing:
             return self.fields
-        names = {**CUSTOM_FIELDS, **self.config["field_names"]}
+        names = {key: self._field_names(key) for key in CUSTOM_FIELDS}
         cache_key = (self.base_url, tuple(sorted(names.items())))
         with _field_cache_lock:
             cached = _field_cache.get(cache_key)
@@ -321,8 +345,9 @@ class JiraServiceManagementConnector(ItsmConnector):
                 if isinstance(field, dict) and field.get("custom") and isinstance(field.get("name"), str):
                     by_name.setdefault(field["name"].strip().lower(), []).append(str(field.get("id")))
             found = {}
-            for key, name in names.items():
-                ids = by_name.get(name.strip().lower(), [])
+            for key, candidates in names.items():
+                name, ids = next(((n, by_name[n.strip().lower()]) for n in candidates if n.strip().lower() in by_name),
+                                 ("", []))
                 if len(ids) > 1:
                     logger.warning("several custom fields are named %r (%s); using %s: set %s to choose",
                                    name, ", ".join(ids), ids[0], key)
@@ -336,10 +361,15 @@ class JiraServiceManagementConnector(ItsmConnector):
                 self.fields[key] = cached[1][key]
         return self.fields
 
+    def _field_names(self, key: str) -> tuple[str, ...]:
+        """The names a custom field is looked for by, in order: the configured one, JSM's, the aliases."""
+        configured = self.config["field_names"].get(key)
+        return tuple(dict.fromkeys(n for n in (configured, CUSTOM_FIELDS[key], *FIELD_ALIASES.get(key, ())) if n))
+
     def _approvals_field(self) -> str:
         field = self.resolve_fields().get("approvals_field")
         if not field:
-            name = self.config["field_names"].get("approvals_field", CUSTOM_FIELDS["approvals_field"])
+            name = " / ".join(self._field_names("approvals_field"))
             raise ConfigurationError(f"no custom field named {name!r} on this site: set approvals_field to the id "
                                      "of the JSM approvals field (GET /rest/api/3/field)")
         return field
@@ -518,7 +548,7 @@ class JiraServiceManagementConnector(ItsmConnector):
     def test_connection(self) -> ConnectionResult:
         me = self.client.get_json(MYSELF)
         fields = self.resolve_fields(refresh=True)
-        missing = [self.config["field_names"].get(k, name) for k, name in CUSTOM_FIELDS.items() if k not in fields]
+        missing = [" / ".join(self._field_names(k)) for k in CUSTOM_FIELDS if k not in fields]
         who = me.get("emailAddress") or me.get("displayName") if isinstance(me, dict) else None
         details = {"account": who, "fields": dict(fields), "missing_fields": missing,
                    "project_key": self.config["project_key"]}
@@ -594,6 +624,13 @@ class JiraServiceManagementConnector(ItsmConnector):
             url=self._browse(key),
             detail=detail,
         )
+
+    def map_record(self, raw: dict) -> MappedRecord:
+        record = super().map_record(raw)
+        name = raw["fields"]["status"]["name"].strip()  # map_change checked the shape
+        if name.lower() not in self._status_map:
+            record.unmapped = {"status": name}
+        return record
 
     def _approvals_value(self, fields: dict) -> Any:
         """The approvals field's value: by its known id, else (mapping without discovery, which needs the

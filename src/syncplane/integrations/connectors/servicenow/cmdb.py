@@ -17,12 +17,23 @@ from typing import Any
 import httpx
 
 from syncplane.core.normalize import normalize_mac
-from syncplane.integrations.base import ConnectionResult, Connector, ConnectorContext, MappedRecord, Page
+from syncplane.integrations.base import (
+    RATE_MAX,
+    RATE_MIN,
+    ConnectionResult,
+    Connector,
+    ConnectorContext,
+    MappedRecord,
+    Page,
+)
 from syncplane.integrations.choices import Capability, Category, RecordKind, SystemType
 from syncplane.integrations.connectors.servicenow.common import (
     AUTH_TYPES,
+    BASE_URL_EXAMPLE,
+    BASE_URL_HELP,
     LOOKUP_BATCH,
     ORDER,
+    OWNED_PATH_SUFFIXES,
     TableApiPaginator,
     parse_instance_date,
     table_api_client,
@@ -83,10 +94,11 @@ def map_computer(raw: dict) -> MappedRecord:
         raise RecordError("record has no sys_id")
     parse_instance_date(value(raw, "sys_updated_on"), "sys_updated_on")
     last_discovered = parse_instance_date(value(raw, "last_discovered"), "last_discovered")
+    install_status = value(raw, "install_status")
     attributes: AssetAttributes = {
         "name": value(raw, "name"),
         "asset_type": asset_type(raw),
-        "status": INSTALL_STATUS.get(value(raw, "install_status"), "unknown"),
+        "status": INSTALL_STATUS.get(install_status, "unknown"),
         "serial_number": value(raw, "serial_number"),
         "asset_tag": value(raw, "asset_tag"),
         "manufacturer": display(raw, "manufacturer"),
@@ -102,7 +114,9 @@ def map_computer(raw: dict) -> MappedRecord:
         "department": display(raw, "department"),
         "last_seen_at": last_discovered.isoformat() if last_discovered else None,
     }
-    return MappedRecord(external_id=sys_id, attributes=attributes, raw=raw)
+    # An instance's own install_status choice is counted on the run (the engine names it), not silently unknown.
+    unmapped = {"status": install_status} if install_status and install_status not in INSTALL_STATUS else {}
+    return MappedRecord(external_id=sys_id, attributes=attributes, raw=raw, unmapped=unmapped)
 
 
 @register
@@ -110,6 +124,9 @@ class ServiceNowCMDBConnector(Connector):
     system_type = SystemType.SERVICENOW_CMDB
     category = Category.CMDB
     display_name = "ServiceNow CMDB"
+    base_url_help = BASE_URL_HELP
+    base_url_example = BASE_URL_EXAMPLE
+    owned_path_suffixes = OWNED_PATH_SUFFIXES
     record_kind = RecordKind.ASSET
     auth_types = AUTH_TYPES
     capabilities = frozenset({
@@ -133,7 +150,7 @@ class ServiceNowCMDBConnector(Connector):
                 "ServiceNow silently ignores unknown fields: check it with a dry run.",
             },
             "page_size": {"type": "integer", "minimum": 1, "maximum": 10000, "default": 1000},
-            "rate_limit_per_second": {"type": "number", "exclusiveMinimum": 0, "default": 20},
+            "rate_limit_per_second": {"type": "number", "minimum": RATE_MIN, "maximum": RATE_MAX, "default": 20},
             "timeout_seconds": {"type": "number", "minimum": 1, "maximum": 300, "default": 60},
         },
         "additionalProperties": False,

@@ -57,13 +57,16 @@ from typing import Any
 
 import httpx
 
-from syncplane.integrations.base import ConnectionResult, ConnectorContext, Page
+from syncplane.integrations.base import RATE_MAX, RATE_MIN, ConnectionResult, ConnectorContext, Page
 from syncplane.integrations.choices import Category, SystemType
 from syncplane.integrations.connectors.servicenow.common import (
     AUTH_TYPES,
+    BASE_URL_EXAMPLE,
+    BASE_URL_HELP,
     DATE_FORMAT,
     LOOKUP_BATCH,
     ORDER,
+    OWNED_PATH_SUFFIXES,
     TableApiPaginator,
     parse_instance_date,
     table_api_client,
@@ -206,6 +209,9 @@ class ServiceNowItsmConnector(ItsmConnector):
     system_type = SystemType.SERVICENOW_ITSM
     category = Category.ITSM
     display_name = "ServiceNow ITSM"
+    base_url_help = BASE_URL_HELP
+    base_url_example = BASE_URL_EXAMPLE
+    owned_path_suffixes = OWNED_PATH_SUFFIXES
     auth_types = AUTH_TYPES
     # A business rule on change_request posts {"table", "sys_id", ...} through an outbound REST message that
     # carries the shared secret in a header (runbook: "ServiceNow ITSM", webhook).
@@ -256,7 +262,7 @@ class ServiceNowItsmConnector(ItsmConnector):
                 "maximum": LOOKUP_BATCH,  # each page's approvals are read with one sysapprovalIN<ids> query
                 "default": 100,
             },
-            "rate_limit_per_second": {"type": "number", "exclusiveMinimum": 0, "default": 10},
+            "rate_limit_per_second": {"type": "number", "minimum": RATE_MIN, "maximum": RATE_MAX, "default": 10},
             "timeout_seconds": {"type": "number", "minimum": 1, "maximum": 300, "default": 60},
         },
         "additionalProperties": False,
