@@ -82,8 +82,10 @@ class DepthLimitedJSONParser(JSONParser):
 MAX_PAGE_SIZE = 500
 
 
-def _query_int(request, name: str, *, minimum: int, maximum: int, default: int) -> int:
-    """A non-negative integer query parameter; anything else is a 400 naming it."""
+def _query_int(request, name: str, *, minimum: int, maximum: int, default: int, clamp: bool = False) -> int:
+    """A non-negative integer query parameter; anything else is a 400 naming it. With `clamp`, a page size
+    above `maximum` (but within 64 bits) gets `maximum`, as DRF and NetBox do: a script asking for 2,000 rows
+    gets pages of 500 and follows `next`, instead of failing."""
     raw = request.query_params.get(name)
     if raw is None or raw == "":
         return default
@@ -91,20 +93,23 @@ def _query_int(request, name: str, *, minimum: int, maximum: int, default: int) 
         value = int(raw)
     except ValueError:
         raise ValidationError({name: [f"must be an integer from {minimum} to {maximum}"]}) from None
+    if clamp and maximum < value <= MAX_DB_INT:
+        return maximum
     if not minimum <= value <= maximum:
         raise ValidationError({name: [f"must be an integer from {minimum} to {maximum}"]})
     return value
 
 
 class StrictLimitOffsetPagination(LimitOffsetPagination):
-    """limit / offset paging that refuses what it cannot honour (a negative offset, a limit of 0 or beyond
-    max_limit, a non-number) with a 400 instead of quietly answering another page."""
+    """limit / offset paging that refuses what it cannot honour (a negative offset, a limit of 0, a number
+    beyond 64 bits, a non-number) with a 400 instead of quietly answering another page; a limit above
+    max_limit gets max_limit."""
 
     max_limit = MAX_PAGE_SIZE
 
     def get_limit(self, request):
         return _query_int(request, self.limit_query_param, minimum=1, maximum=self.max_limit,
-                          default=self.default_limit)
+                          default=self.default_limit, clamp=True)
 
     def get_offset(self, request):
         return _query_int(request, self.offset_query_param, minimum=0, maximum=MAX_DB_INT - self.max_limit,
@@ -128,7 +133,7 @@ class StrictCursorPagination(CursorPagination):
 
     def get_page_size(self, request):
         return _query_int(request, self.page_size_query_param, minimum=1, maximum=self.max_page_size,
-                          default=self.page_size)
+                          default=self.page_size, clamp=True)
 
     def decode_cursor(self, request):
         # DRF answers a cursor it cannot read with 404, as if the list did not exist: it is a bad parameter.
