@@ -192,7 +192,9 @@ SECRET = "tests-only-secret-key-0123456789-abcdefghijklmnop"
 
 
 def command_env(data_dir: Path, **extra) -> dict:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("SYNCPLANE_", "DJANGO_", "SECRET_KEY"))}
+    # A database and broker of its own, in data_dir, whatever this run's DATABASE_URL (CI runs on PostgreSQL).
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("SYNCPLANE_", "DJANGO_", "SECRET_KEY", "DATABASE_URL", "CELERY_BROKER_URL"))}
     env.update(SECRET_KEY=SECRET, SYNCPLANE_DATA_DIR=str(data_dir), SYNCPLANE_ALLOW_INSECURE_OUTBOUND="1",
                SYNCPLANE_LOG_FORMAT="json", **extra)
     return env
