@@ -6,7 +6,8 @@ import pytest
 
 from syncplane.integrations.choices import RunStatus
 from syncplane.integrations.engine import run_sync, start_sync
-from syncplane.integrations.models import ExternalSystem, IntegrationSyncLog, verify_chain
+from syncplane.integrations.evidence import verify_chain
+from syncplane.integrations.models import ExternalSystem, IntegrationSyncLog
 
 pytestmark = pytest.mark.django_db
 

@@ -19,7 +19,8 @@ from syncplane.changes.models import ApprovalRecord, ChangeEvent, ChangeRequest
 from syncplane.integrations import evidence
 from syncplane.integrations.choices import RunStatus
 from syncplane.integrations.engine import _finish, run_sync, start_sync
-from syncplane.integrations.models import IntegrationSyncLog, SyncRecordOutcome, verify_chain
+from syncplane.integrations.evidence import verify_chain
+from syncplane.integrations.models import IntegrationSyncLog, SyncRecordOutcome
 from tests.conftest import require_service
 
 KEY_A = "evidence-key-a-0123456789-abcdefghijklmnopqrstuvwxyz"

@@ -297,6 +297,11 @@ def seal_unkeyed_chains(connection) -> int:
     return len(heads)
 
 
+def verify_chain(external_system_id: int) -> int | None:
+    """The id of the first finished log whose hash or link does not hold, or None when the chain is intact."""
+    return verify_sync_logs(external_system_id).broken_id
+
+
 def _sync_log_chains() -> Iterator[ChainReport]:
     from syncplane.integrations.models import ExternalSystem
 

@@ -266,18 +266,6 @@ class IntegrationSyncLog(CorrelationIdModel):
             "previous_hash": self.previous_hash,
         }
 
-    def compute_hash(self) -> str | None:
-        """The hash of this log's evidence with the key it records (None when the server lacks that key)."""
-        from syncplane.integrations.evidence import link_digest
-
-        return link_digest(self)
-
-
-def verify_chain(external_system_id: int) -> int | None:
-    """The id of the first finished log whose hash or link does not hold, or None when the chain is intact."""
-    from syncplane.integrations.evidence import verify_sync_logs
-
-    return verify_sync_logs(external_system_id).broken_id
 
 
 class SyncRecordOutcome(models.Model):
@@ -365,5 +353,4 @@ __all__ = [
     "OutboxStatus",
     "SyncRecordOutcome",
     "SyncState",
-    "verify_chain",
 ]

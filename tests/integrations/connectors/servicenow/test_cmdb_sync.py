@@ -8,12 +8,12 @@ from django.utils import timezone
 
 from syncplane.integrations.choices import AuthType, RecordStatus, RunStatus
 from syncplane.integrations.engine import SyncAlreadyRunning, run_sync, start_sync
+from syncplane.integrations.evidence import link_digest, verify_chain
 from syncplane.integrations.models import (
     ImmutableRecordError,
     IntegrationSyncLog,
     SyncRecordOutcome,
     SyncState,
-    verify_chain,
 )
 from syncplane.integrations.secrets import to_reference
 from syncplane.inventory.models import Asset, AssetSource
@@ -288,4 +288,4 @@ def test_finished_logs_form_a_hash_chain(servicenow):
     assert second.previous_hash == first.hash
     assert verify_chain(servicenow.pk) is None
     second.records_created = 999  # what tampering would look like: the stored hash no longer fits
-    assert second.compute_hash() != second.hash
+    assert link_digest(second) != second.hash
