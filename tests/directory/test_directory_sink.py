@@ -239,6 +239,16 @@ def test_devices_go_to_the_inventory():
     assert AssetSource.objects.get(external_id="d-1").deleted_at is not None
 
 
+def test_live_names_the_accounts_groups_and_devices_still_in_the_directory():
+    entra = make_directory("Entra")
+    device = {"id": "d-1", "kind": "device", "removed": False, "asset": {"name": "Tom's iPhone"}}
+    run(entra, [[user(ANA, "ana@f.test"), user(BOB, "bob@f.test"), group(ENG, "Engineering", [ANA]), device]])
+    run(entra, [[{"id": BOB, "kind": "user", "removed": True}]], mode=SyncMode.INCREMENTAL)
+    live = sink_for("directory", entra.pk).live([ANA, BOB, ENG, "d-1", "never-seen"])
+    assert sorted(live) == sorted([ANA, ENG, "d-1"])
+    assert sink_for("directory", make_directory("Other").pk).live([ANA]) == []  # per integration
+
+
 def test_role_mapping_grants_and_revokes_on_the_next_sync(api_as):
     entra = make_directory("Entra", role_mapping={"Engineering": "operator", ALL: "viewer"})
     admin = User.objects.create_user("local-admin")
