@@ -23,6 +23,11 @@ CREDENTIAL_FIELDS: dict[str, dict[str, bool]] = {
     AuthType.API_KEY: {"api_key": True},  # how the key travels is the connector's business
     AuthType.OAUTH2_CLIENT_CREDENTIALS: {"client_id": False, "client_secret": True},
     AuthType.OAUTH2_PASSWORD: {"client_id": False, "client_secret": True, "username": False, "password": True},
+    AuthType.OAUTH2_CLIENT_ASSERTION: {"client_id": False, "key_id": False, "private_key": True},  # PEM
+    AuthType.APPLE_SERVER_TOKEN: {
+        "consumer_key": False, "consumer_secret": True, "access_token": True, "access_secret": True,
+    },
+    AuthType.GOOGLE_SERVICE_ACCOUNT: {"service_account_key": True},  # the key file's JSON
     AuthType.NONE: {},
 }
 
@@ -104,6 +109,28 @@ class MappedRecord:
     # Canonical field -> the vendor value no mapping table knew (the field took its fallback, e.g. status
     # "unknown"). The engine counts them per run and names them on the log (`unmapped_summary`).
     unmapped: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class EventResult:
+    """What a monitoring sink said about one event of a batch (`Connector.send_events`)."""
+
+    event_id: str
+    outcome: str  # "delivered" (also: already there, e.g. Elastic 409) | "retry" | "rejected"
+    reason: str = ""  # why it must be retried or was refused, in the sink's words
+    retry_after: float | None = None
+    remote_id: str = ""  # the sink's own id of a delivered event, always a string (Datadog's are 64-bit)
+
+
+@dataclass
+class MetricPoint:
+    """One value of a metric series (`Connector.send_metrics`): a gauge unless `kind` says "count"."""
+
+    name: str  # syncplane.sync.duration_seconds, syncplane.assets ...
+    value: float
+    timestamp: float  # Unix seconds
+    tags: dict[str, str] = field(default_factory=dict)
+    kind: str = "gauge"
 
 
 @dataclass
@@ -212,6 +239,17 @@ class Connector:
         return destinations
 
     @classmethod
+    def check_settings(cls, base_url: str, config: dict) -> None:
+        """Refuse (ConfigurationError, naming the fields) a base URL and config that contradict each other, such
+        as a Datadog base URL of another site than the one chosen. Called when an integration is saved."""
+
+    @classmethod
+    def check_credential(cls, auth_type: str, name: str, value: str) -> None:
+        """Refuse (ConfigurationError, saying what is wrong without quoting the value) a credential this
+        connector cannot use: a private key of the wrong type or curve, a service-account key missing fields.
+        Called when an integration is saved, with the value as entered or as its reference resolves."""
+
+    @classmethod
     def supports(cls, capability: str) -> bool:
         return capability in cls.capabilities
 
@@ -241,6 +279,31 @@ class Connector:
         """Check a person's password with the system itself (connectors with the "password_sign_in" capability).
         Returns when it is right; raises AuthenticationError when it is wrong (or the system refuses the
         account), IntegrationError when the system cannot tell (unreachable, misconfigured)."""
+        raise NotImplementedError
+
+    # --- monitoring sinks (Capability.SEND_EVENTS / SEND_METRICS) -----------------------------------
+    # The limits of one call: the outbox hands send_events at most this many events of at most these bytes.
+    max_batch_events: ClassVar[int] = 500
+    max_batch_bytes: ClassVar[int] = 1_000_000
+    max_event_bytes: ClassVar[int] = 64_000  # a larger event is truncated or refused, with the reason recorded
+
+    def send_events(self, events: list[dict]) -> list[EventResult]:
+        """Send a batch of EventEnvelopes (records.EventEnvelope) in order, the event id as the idempotency
+        key. Returns one EventResult per event. Raises TransientError (429, 5xx, timeout: the whole batch is
+        tried again, honouring Retry-After), AuthenticationError (401/403, a revoked token: the sink is
+        unhealthy and its retries stop), any other IntegrationError (the whole batch refused for good)."""
+        raise NotImplementedError
+
+    def send_metrics(self, points: list[MetricPoint]) -> None:
+        """Send metric points; raises as send_events does."""
+        raise NotImplementedError
+
+    # --- scanners (Capability.REPORT_UPLOAD) -------------------------------------------------------
+    @classmethod
+    def parse_report(cls, stream) -> Iterator[MappedRecord]:
+        """Stream a report file (binary file object) of this tool into finding records (record_kind "finding"),
+        in bounded memory. Raises RecordError for a file that is not this tool's report, or is cut short;
+        the caller writes nothing from a report that fails."""
         raise NotImplementedError
 
     def external_id(self, raw: Any) -> str:

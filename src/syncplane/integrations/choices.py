@@ -36,6 +36,8 @@ class RecordKind(models.TextChoices):
     ASSET = "asset", "Assets"
     CHANGE = "change", "Change requests"
     DIRECTORY = "directory", "Directory users and groups"
+    FINDING = "finding", "Security findings (and the machines they are on)"
+    EVENT = "event", "Events sent out (monitoring sinks read nothing)"
 
 
 class Capability(models.TextChoices):
@@ -49,6 +51,9 @@ class Capability(models.TextChoices):
     LIST_IDS = "list_ids", "List the ids of every live record (deletions seen by incremental syncs)"
     CHANGE_REQUESTS = "change_requests", "Send change requests"
     PASSWORD_SIGN_IN = "password_sign_in", "Check a user's password by binding as them"
+    SEND_EVENTS = "send_events", "Send domain events (monitoring sinks)"
+    SEND_METRICS = "send_metrics", "Send metric series (monitoring sinks)"
+    REPORT_UPLOAD = "report_upload", "Parse an uploaded scanner report"
 
 
 class AuthType(models.TextChoices):
@@ -57,6 +62,10 @@ class AuthType(models.TextChoices):
     API_KEY = "api_key", "API key"
     OAUTH2_CLIENT_CREDENTIALS = "oauth2_client_credentials", "OAuth 2.0 client credentials"
     OAUTH2_PASSWORD = "oauth2_password", "OAuth 2.0 password grant"
+    # Apple Business Manager API: client credentials with an ES256 client assertion signed by the account's key.
+    OAUTH2_CLIENT_ASSERTION = "oauth2_client_assertion", "OAuth 2.0 client assertion (signed with a private key)"
+    APPLE_SERVER_TOKEN = "apple_server_token", "Server token (legacy)"  # Apple DEP: OAuth 1.0a-signed session
+    GOOGLE_SERVICE_ACCOUNT = "google_service_account", "Google service account key"
     NONE = "none", "None"
 
 

@@ -51,6 +51,7 @@ class ComplianceState(models.TextChoices):
     COMPLIANT = "compliant", "Compliant"
     NONCOMPLIANT = "noncompliant", "Non-compliant"
     UNKNOWN = "unknown", "Unknown"
+    NOT_APPLICABLE = "not_applicable", "Not applicable"  # the source does not judge this device (no policy)
 
 
 class ChangeState(models.TextChoices):
@@ -98,6 +99,15 @@ class AssetAttributes(TypedDict, total=False):
     compliance_state: str  # a ComplianceState value
     compliance_score: int | None  # 0-100
     last_seen_at: str | None  # ISO-8601, UTC
+    # From MDMs (Intune, Android Enterprise) and endpoint security (Defender for Endpoint):
+    compliance_reasons: list[str]  # why the source judged it so, in its words ([] when compliant or unknown)
+    compliance_checked_at: str | None  # ISO-8601, UTC: when the source last evaluated compliance
+    assigned_to: str  # lower-case UPN or e-mail of the person the source says holds the device
+    azure_ad_device_id: str  # lower-case Entra deviceId (not the object id): Entra, Intune and Defender share it
+    exposure_level: str  # Defender: none / low / medium / high ("" when unknown)
+    risk_score: str  # Defender: none / informational / low / medium / high
+    health_status: str  # Defender sensor health: active / inactive / impaired / ...
+    onboarding_status: str  # Defender: onboarded / can_be_onboarded / unsupported / insufficient_info
 
 
 ASSET_FIELDS: tuple[str, ...] = tuple(AssetAttributes.__annotations__)
@@ -202,7 +212,110 @@ class ExternalChange:
         }
 
 
-# --- to come -----------------------------------------------------------------------------------------------
-# Findings (security connectors: target, vulnerability_id, package, versions, severity, cvss_score, state) and
-# events (monitoring sinks: sync.completed, change.approved, vulnerability.critical...) get their records
-# here, next to these, when their connectors are written.
+# --- findings ----------------------------------------------------------------------------------------------
+
+
+class Severity(models.TextChoices):
+    """Every tool's scale is mapped to this one (Grype's Negligible -> info, Defender's none -> info...)."""
+
+    CRITICAL = "critical", "Critical"
+    HIGH = "high", "High"
+    MEDIUM = "medium", "Medium"
+    LOW = "low", "Low"
+    INFO = "info", "Info"
+    UNKNOWN = "unknown", "Unknown"
+
+
+class FindingState(models.TextChoices):
+    OPEN = "open", "Open"
+    FIXED = "fixed", "Fixed"
+    ACCEPTED = "accepted", "Risk accepted"
+    FALSE_POSITIVE = "false_positive", "False positive"
+
+
+class FindingTarget(TypedDict, total=False):
+    """What was scanned. `kind` "asset" is a machine of the inventory, found by the identification fields in
+    `asset` (serial, host name, Entra device id...); "image" a container image, `ref` its digest reference
+    (repo@sha256:...) when known, else its name:tag; "repository" a source repository or project path."""
+
+    kind: Literal["asset", "image", "repository"]
+    ref: str  # the target's stable key within its kind
+    name: str  # what a person recognises (image name:tag, host name, project name)
+    asset: AssetAttributes  # identification fields, for kind "asset"
+
+
+class FindingRecord(TypedDict, total=False):
+    """One vulnerability in one package version on one target, as one tool reports it (record_kind
+    "finding"). A MappedRecord's external_id for a finding is stable across scans: tool-independent parts
+    only (target kind+ref, vulnerability id, package name, installed version), so two tools agree on it."""
+
+    kind: Literal["finding"]
+    target: FindingTarget
+    vulnerability_id: str  # CVE-..., else GHSA-..., else the tool's id (SNYK-...)
+    aliases: list[str]
+    title: str
+    package_name: str
+    package_type: str  # os / npm / pypi / deb / rpm / maven / go / ...
+    installed_version: str
+    fixed_version: str  # "" when no fix is known
+    purl: str
+    severity: str  # a Severity value
+    cvss_score: float | None
+    cvss_vector: str
+    locations: list[str]  # paths the package was seen at
+    tool: str  # the system_type of the tool that reported it: trivy / grype / snyk / defender_endpoint
+    first_seen_at: str | None  # the tool's own first-seen date, ISO-8601, when it has one
+
+
+class ScanSummary(TypedDict, total=False):
+    """Closes one target's scan by one tool in a stream of finding records (kind "scan"), after that target's
+    findings. When `complete`, every open finding of this target from this tool (and integration) that the
+    scan did not report is fixed; a failed or partial scan says complete False, or sends no summary: it
+    fixes nothing. A clean target (no finding) still sends its summary: that is how its findings get fixed."""
+
+    kind: Literal["scan"]
+    target: FindingTarget
+    tool: str
+    complete: bool
+    scanned_at: str | None  # ISO-8601, UTC
+
+
+class SecurityMachine(TypedDict, total=False):
+    """A machine an endpoint-security tool knows (record_kind "finding", kind "machine"): an asset of the
+    inventory, enriched with exposure, risk, health and onboarding (AssetAttributes fields)."""
+
+    kind: Literal["machine"]
+    removed: bool
+    asset: AssetAttributes
+
+
+# --- events ------------------------------------------------------------------------------------------------
+
+
+# The event types Syncplane emits (docs/events.md). A monitoring sink's config chooses among them with
+# `event_types` (EVENT_TYPES_SCHEMA): a list of types or prefixes ending in "*" ("sync.*"), default all.
+EVENT_TYPES = (
+    "sync.completed", "sync.failed",
+    "change.submitted", "change.approved", "change.rejected", "change.implemented", "change.cancelled",
+    "integration.unhealthy", "integration.recovered",
+    "vulnerability.critical",
+)
+EVENT_TYPES_SCHEMA = {
+    "type": "array",
+    "items": {"type": "string", "pattern": r"^([a-z]+(\.[a-z_]+)?|[a-z]+\.\*|\*)$"},
+    "default": ["*"],
+    "description": "Which events this sink receives: event types or prefixes such as \"sync.*\"; [\"*\"] for all.",
+}
+
+
+class EventEnvelope(TypedDict):
+    """What a monitoring sink receives (docs/events.md): one versioned envelope per domain event. The id is
+    the idempotency key every sink uses (Elastic `_id`, Datadog aggregation key, Splunk event field)."""
+
+    specversion: str  # "1"
+    id: str  # UUID, as a string
+    type: str  # sync.completed, sync.failed, change.approved, integration.unhealthy, vulnerability.critical...
+    time: str  # ISO-8601, UTC
+    correlation_id: str
+    subject: dict  # {"type": "integration" | "change" | "finding" | ..., "id": str, "name": str}
+    data: dict

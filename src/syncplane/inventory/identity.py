@@ -13,8 +13,12 @@ from django.conf import settings
 
 from syncplane.core.normalize import normalize_mac
 
-RULES = ("serial_number", "mac_address", "hostname")
-KEY_COLUMNS = {"serial_number": "serial_key", "mac_address": "mac_key", "hostname": "host_key"}
+# The positions of the keys in every key tuple; the configured order (SYNCPLANE_IDENTIFICATION_RULES) is separate.
+RULES = ("serial_number", "mac_address", "hostname", "azure_ad_device_id")
+KEY_COLUMNS = {
+    "serial_number": "serial_key", "mac_address": "mac_key", "hostname": "host_key",
+    "azure_ad_device_id": "device_key",
+}
 
 # Serials that firmware and imaging tools fill in when they do not know one; they identify nothing.
 PLACEHOLDER_SERIALS = frozenset({
@@ -46,12 +50,19 @@ def host_key(hostname: str | None, fqdn: str | None = None) -> str:
     return "" if not short or short in IGNORED_HOSTS else short
 
 
-def keys_of(attributes: dict) -> tuple[str, str, str]:
-    """(serial_key, mac_key, host_key) of a source's mapped attributes."""
+def device_key(value: str | None) -> str:
+    """The Entra deviceId (a GUID) that Entra ID, Intune and Defender all report for one machine."""
+    key = (value or "").strip().lower()
+    return "" if key in ("", "00000000-0000-0000-0000-000000000000") else key
+
+
+def keys_of(attributes: dict) -> tuple[str, str, str, str]:
+    """(serial_key, mac_key, host_key, device_key) of a source's mapped attributes, in the order of RULES."""
     return (
         serial_key(attributes.get("serial_number")),
         mac_key(attributes.get("mac_address")),
         host_key(attributes.get("hostname"), attributes.get("fqdn")),
+        device_key(attributes.get("azure_ad_device_id")),
     )
 
 

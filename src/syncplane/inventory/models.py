@@ -9,6 +9,9 @@ CANONICAL_FIELDS = (
     "name", "asset_type", "status", "serial_number", "asset_tag", "manufacturer", "model", "hostname", "fqdn",
     "ip_address", "mac_address", "operating_system", "os_version", "owner_email", "location", "department",
     "compliance_state", "compliance_score", "last_seen_at",
+    # MDM and endpoint security (integrations/records.py, AssetAttributes)
+    "compliance_reasons", "compliance_checked_at", "assigned_to", "azure_ad_device_id",
+    "exposure_level", "risk_score", "health_status", "onboarding_status",
 )
 
 
@@ -36,6 +39,22 @@ class Asset(UUIDModel):
     )
     compliance_score = models.PositiveSmallIntegerField(null=True, blank=True, help_text="0-100")
     last_seen_at = models.DateTimeField(null=True, blank=True, help_text="When a source last saw the device.")
+    compliance_reasons = models.JSONField(
+        default=list, blank=True, help_text="Why the source of compliance_state judged it so, in its words."
+    )
+    compliance_checked_at = models.DateTimeField(
+        null=True, blank=True, help_text="When the source of compliance_state last evaluated it."
+    )
+    assigned_to = models.CharField(
+        max_length=255, blank=True, help_text="UPN or e-mail of the person an MDM says holds the device."
+    )
+    azure_ad_device_id = models.CharField(
+        max_length=64, blank=True, help_text="Entra deviceId, shared by Entra ID, Intune and Defender."
+    )
+    exposure_level = models.CharField(max_length=20, blank=True, help_text="Defender exposure level.")
+    risk_score = models.CharField(max_length=20, blank=True, help_text="Defender risk score.")
+    health_status = models.CharField(max_length=40, blank=True, help_text="Endpoint sensor health.")
+    onboarding_status = models.CharField(max_length=40, blank=True, help_text="Endpoint security onboarding.")
     attribute_sources = models.JSONField(
         default=dict, blank=True, help_text="For each attribute, the id of the source its value came from."
     )
@@ -72,6 +91,9 @@ class AssetSource(UUIDModel):
     serial_key = models.CharField(max_length=255, blank=True, db_index=True)
     mac_key = models.CharField(max_length=17, blank=True, db_index=True)
     host_key = models.CharField(max_length=255, blank=True, db_index=True)
+    device_key = models.CharField(
+        max_length=64, blank=True, db_index=True, help_text="Lower-case Entra deviceId (Entra, Intune, Defender)."
+    )
     first_seen_at = models.DateTimeField()
     last_seen_at = models.DateTimeField(help_text="When a sync last read this record.")
     updated_at = models.DateTimeField()

@@ -133,7 +133,7 @@ class Reconciler:
                 for part in chunks(wanted):
                     marks = ", ".join(["%s"] * len(part))
                     cursor.execute(
-                        f"SELECT id, asset_id, serial_key, mac_key, host_key FROM {table} "  # noqa: S608
+                        f"SELECT id, asset_id, serial_key, mac_key, host_key, device_key FROM {table} "  # noqa: S608
                         f"WHERE deleted_at IS NULL AND {column} IN ({marks})",
                         part,
                     )
@@ -180,7 +180,7 @@ class Reconciler:
         for part in chunks(sorted(asset_ids, key=str)):
             rows = AssetSource.objects.filter(asset_id__in=part, deleted_at__isnull=True).values_list(
                 "id", "asset_id", "external_system__system_type", "external_id", "attributes", "updated_at",
-                "serial_key", "mac_key", "host_key",
+                "serial_key", "mac_key", "host_key", "device_key",
             )
             for source_id, asset_id, system_type, external_id, attributes, updated_at, *keys in rows:
                 groups.setdefault(asset_id, []).append(

@@ -157,6 +157,12 @@ class IntegrationSerializer(StrictFieldsMixin, serializers.ModelSerializer):
                 raise serializers.ValidationError({"config": str(exc)}) from None
         if "config" in attrs:
             self._check_config_urls(connector, attrs["config"])
+        if "config" in attrs or "base_url" in attrs:
+            try:
+                connector.check_settings(attrs.get("base_url", instance.base_url if instance else ""),
+                                         attrs.get("config", instance.config if instance else {}))
+            except ConfigurationError as exc:
+                raise serializers.ValidationError({"config": str(exc)}) from None
         if instance is None and "sync_interval_minutes" not in attrs:
             attrs["sync_interval_minutes"] = connector.default_sync_interval_minutes
         if instance is not None:
@@ -196,6 +202,19 @@ class IntegrationSerializer(StrictFieldsMixin, serializers.ModelSerializer):
                 f"{', '.join(missing)} again in the same request (stored secrets are never sent to a new host)"
             )})
 
+    @staticmethod
+    def _check_credential(connector, auth_type: str, name: str, stored: str, *, secret: bool) -> None:
+        """The connector's own check of a value just entered (a key's type, a key file's fields). A reference
+        that cannot be read yet (a Vault that is down, a file to be created) is checked at the first sync."""
+        try:
+            value = secrets.resolve_secret(stored) if secret else stored
+        except IntegrationError:
+            return
+        try:
+            connector.check_credential(auth_type, name, value)
+        except ConfigurationError as exc:
+            raise serializers.ValidationError({"credentials": f"{name}: {exc}"}) from None
+
     def _credentials(self, attrs, auth_type, instance) -> dict:
         given = attrs.get("credentials")
         expected = CREDENTIAL_FIELDS[auth_type]
@@ -208,6 +227,7 @@ class IntegrationSerializer(StrictFieldsMixin, serializers.ModelSerializer):
                     {"credentials": f"unknown fields for {auth_type}: {', '.join(sorted(unknown))}; "
                      f"expected {', '.join(expected) or 'none'}"}
                 )
+            connector = get_connector_class(attrs.get("system_type") or instance.system_type)
             for name, value in given.items():
                 if expected[name]:
                     try:
@@ -216,6 +236,7 @@ class IntegrationSerializer(StrictFieldsMixin, serializers.ModelSerializer):
                         raise serializers.ValidationError({"credentials": f"{name}: {exc}"}) from None
                 else:
                     kept[name] = value
+                self._check_credential(connector, auth_type, name, kept[name], secret=expected[name])
         missing = [name for name in expected if not kept.get(name)]
         if missing:
             raise serializers.ValidationError(
