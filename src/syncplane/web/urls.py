@@ -1,0 +1,27 @@
+from django.contrib.auth import views as auth_views
+from django.urls import path
+
+from syncplane.web import views
+
+app_name = "web"
+
+urlpatterns = [
+    path("", views.DashboardView.as_view(), name="dashboard"),
+    path("login/", views.LoginView.as_view(), name="login"),
+    path("logout/", auth_views.LogoutView.as_view(next_page="web:login"), name="logout"),
+    path("integrations/", views.IntegrationListView.as_view(), name="integration-list"),
+    path("integrations/<int:pk>/", views.IntegrationDetailView.as_view(), name="integration-detail"),
+    path("integrations/<int:pk>/sync/", views.IntegrationSyncView.as_view(), name="integration-sync"),
+    path("sync-logs/", views.SyncLogListView.as_view(), name="synclog-list"),
+    path("sync-logs/<int:pk>/", views.SyncLogDetailView.as_view(), name="synclog-detail"),
+    path("assets/", views.AssetListView.as_view(), name="asset-list"),
+    path("assets/<uuid:pk>/", views.AssetDetailView.as_view(), name="asset-detail"),
+]
+
+# The main navigation: (section, label, url name). A section is the first part of a page's url name.
+NAV = (
+    ("dashboard", "Dashboard", "web:dashboard"),
+    ("integration", "Integrations", "web:integration-list"),
+    ("synclog", "Sync logs", "web:synclog-list"),
+    ("asset", "Inventory", "web:asset-list"),
+)
