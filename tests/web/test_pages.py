@@ -15,17 +15,6 @@ pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture
-def browser_as(make_user):
-    def client_for(role):
-        client = Client()
-        if role != "anonymous":
-            client.force_login(make_user(role), backend="django.contrib.auth.backends.ModelBackend")
-        return client
-
-    return client_for
-
-
-@pytest.fixture
 def system():
     return ExternalSystem.objects.create(
         name="CMDB one", system_type=SystemType.SERVICENOW_CMDB, category="cmdb", base_url="https://example.org",

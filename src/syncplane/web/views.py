@@ -7,25 +7,28 @@ from django.contrib import messages
 from django.contrib.auth import views as auth_views
 from django.db.models import Count, Q
 from django.db.models.functions import TruncDate
-from django.http import HttpResponseRedirect
-from django.shortcuts import get_object_or_404
+from django.http import Http404, HttpResponseRedirect
+from django.shortcuts import get_object_or_404, render
 from django.urls import reverse
 from django.utils import timezone
 from django.views import View
 from django.views.generic import DetailView, TemplateView
 
-from syncplane.core.roles import OPERATOR
+from syncplane.core.roles import ADMIN, OPERATOR
 from syncplane.directory.models import DirectoryAccount
-from syncplane.integrations.choices import Category, RunStatus, SyncMode, SystemType, Trigger
+from syncplane.integrations.api.serializers import IntegrationSerializer
+from syncplane.integrations.choices import AuthType, Category, RunStatus, SyncMode, SystemType, Trigger
 from syncplane.integrations.engine import SyncAlreadyRunning, start_sync
+from syncplane.integrations.errors import IntegrationError
 from syncplane.integrations.evidence import verify_sync_logs
 from syncplane.integrations.models import ExternalSystem, IntegrationSyncLog
-from syncplane.integrations.registry import get_connector_class
+from syncplane.integrations.registry import build_connector, get_connector_class, registered_types
 from syncplane.integrations.tasks import queue_sync
 from syncplane.inventory.choices import AssetStatus, AssetType, ComplianceState
 from syncplane.inventory.models import CANONICAL_FIELDS, Asset, AssetMerge, AssetSource
 from syncplane.web.access import RoleRequiredMixin
 from syncplane.web.charts import bar_chart
+from syncplane.web.forms import IntegrationForm
 from syncplane.web.lists import Filter, ListPage
 
 CHART_RUNS = 30  # runs shown in the duration and records charts
@@ -148,7 +151,7 @@ class IntegrationDetailView(RoleRequiredMixin, DetailView):
         system = self.object
         connector = get_connector_class(system.system_type)
         context.update(
-            connector=connector,
+            connector=describe(connector),
             modes=[mode for mode in SyncMode.values if connector.supports(mode)],
             next_run=_tile(system)["next_run"],
             logs=system.sync_logs.order_by("-queued_at")[:10],
@@ -156,6 +159,108 @@ class IntegrationDetailView(RoleRequiredMixin, DetailView):
             credential_fields=[(name, bool(value)) for name, value in system.credentials.items()],
         )
         return context
+
+
+class IntegrationTypeListView(RoleRequiredMixin, TemplateView):
+    """The first step of the create wizard: the connector catalogue, grouped by category."""
+
+    template_name = "web/integration_types.html"
+    required_role = ADMIN
+
+    def get_context_data(self, **kwargs):
+        context = super().get_context_data(**kwargs)
+        by_category: dict[str, list] = {}
+        for connector in sorted(registered_types().values(), key=lambda c: c.display_name):
+            by_category.setdefault(Category(connector.category).label, []).append(describe(connector))
+        context["categories"] = sorted(by_category.items())
+        return context
+
+
+class IntegrationFormView(RoleRequiredMixin, TemplateView):
+    """Create (from a connector type) or edit an integration, with the API's validation."""
+
+    template_name = "web/integration_form.html"
+    required_role = ADMIN
+
+    def setup(self, request, *args, **kwargs):
+        super().setup(request, *args, **kwargs)
+        self.instance = None
+        if "pk" in kwargs:
+            self.instance = get_object_or_404(ExternalSystem.objects.live(), pk=kwargs["pk"])
+            system_type = self.instance.system_type
+        else:
+            system_type = kwargs["system_type"]
+        if system_type not in registered_types():
+            raise Http404("no such integration type")
+        self.connector = get_connector_class(system_type)
+        wanted = request.POST.get("auth_type") or request.GET.get("auth_type")
+        default = self.instance.auth_type if self.instance else self.connector.auth_types[0]
+        self.auth_type = wanted if wanted in self.connector.auth_types else default
+
+    def form(self, data=None) -> IntegrationForm:
+        return IntegrationForm(data, connector=self.connector, auth_type=self.auth_type, instance=self.instance)
+
+    def get_context_data(self, **kwargs):
+        context = super().get_context_data(**kwargs)
+        context.setdefault("form", self.form())
+        context.update(connector=describe(self.connector), auth_type=self.auth_type, instance=self.instance,
+                       auth_types=[(value, AuthType(value).label) for value in self.connector.auth_types])
+        return context
+
+    def post(self, request, *args, **kwargs):
+        form = self.form(request.POST)
+        if form.is_valid():
+            body = form.api_body()
+            if self.instance is None:
+                body["system_type"] = self.connector.system_type
+            serializer = IntegrationSerializer(self.instance, data=body, partial=self.instance is not None,
+                                               context={"request": request})
+            if serializer.is_valid():
+                system = serializer.save()
+                messages.success(request, f"Saved {system.name}. Test the connection, then try a dry run.")
+                return HttpResponseRedirect(reverse("web:integration-detail", args=[system.pk]))
+            form.add_api_errors(serializer.errors)
+        return self.render_to_response(self.get_context_data(form=form))
+
+
+class IntegrationTestView(RoleRequiredMixin, View):
+    """Test connection (operators): the answer inline (htmx) or as a message on the integration's page."""
+
+    required_role = OPERATOR
+
+    def post(self, request, pk):
+        system = get_object_or_404(ExternalSystem.objects.live(), pk=pk)
+        try:
+            with build_connector(system) as connector:
+                result = connector.test_connection()
+            ok, message = result.ok, result.message
+        except IntegrationError as exc:
+            ok, message = False, str(exc)
+        if request.htmx:
+            return render(request, "web/_connection_result.html", {"ok": ok, "message": message})
+        (messages.success if ok else messages.error)(request, f"Connection test: {message}")
+        return HttpResponseRedirect(reverse("web:integration-detail", args=[pk]))
+
+
+class IntegrationEnableView(RoleRequiredMixin, View):
+    """Enable or disable (admins)."""
+
+    required_role = ADMIN
+
+    def post(self, request, pk):
+        system = get_object_or_404(ExternalSystem.objects.live(), pk=pk)
+        serializer = IntegrationSerializer(system, data={"enabled": request.POST.get("enabled") == "1"},
+                                           partial=True, context={"request": request})
+        serializer.is_valid(raise_exception=True)
+        serializer.save()
+        messages.success(request, f"{system.name} is {'enabled' if system.enabled else 'disabled'}.")
+        return HttpResponseRedirect(reverse("web:integration-detail", args=[pk]))
+
+
+def describe(connector) -> dict:
+    """What the templates show of a connector class (a template would call a class, so never pass one)."""
+    return {"system_type": connector.system_type, "display_name": connector.display_name,
+            "base_url_help": connector.base_url_help, "record_kind": connector.record_kind}
 
 
 class IntegrationSyncView(RoleRequiredMixin, View):
