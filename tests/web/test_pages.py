@@ -42,7 +42,7 @@ def finished_log(system, status=RunStatus.SUCCESS, **counts):
     return log
 
 
-PAGES = ["/", "/integrations/", "/sync-logs/", "/assets/"]
+PAGES = ["/", "/integrations/", "/sync-logs/", "/assets/", "/changes/", "/directory/users/", "/directory/groups/"]
 
 
 @pytest.mark.parametrize("url", PAGES)

@@ -1,7 +1,7 @@
 from django.contrib.auth import views as auth_views
 from django.urls import path
 
-from syncplane.web import views
+from syncplane.web import changes, directory, views
 
 app_name = "web"
 
@@ -21,6 +21,13 @@ urlpatterns = [
     path("sync-logs/<int:pk>/", views.SyncLogDetailView.as_view(), name="synclog-detail"),
     path("assets/", views.AssetListView.as_view(), name="asset-list"),
     path("assets/<uuid:pk>/", views.AssetDetailView.as_view(), name="asset-detail"),
+    path("changes/", changes.ChangeListView.as_view(), name="change-list"),
+    path("changes/new/", changes.ChangeFormView.as_view(), name="change-create"),
+    path("changes/<int:pk>/", changes.ChangeDetailView.as_view(), name="change-detail"),
+    path("changes/<int:pk>/edit/", changes.ChangeFormView.as_view(), name="change-edit"),
+    path("changes/<int:pk>/<str:action>/", changes.ChangeActionView.as_view(), name="change-action"),
+    path("directory/users/", directory.DirectoryUserListView.as_view(), name="directory-users"),
+    path("directory/groups/", directory.DirectoryGroupListView.as_view(), name="directory-groups"),
 ]
 
 # The main navigation: (section, label, url name). A section is the first part of a page's url name.
@@ -29,4 +36,6 @@ NAV = (
     ("integration", "Integrations", "web:integration-list"),
     ("synclog", "Sync logs", "web:synclog-list"),
     ("asset", "Inventory", "web:asset-list"),
+    ("change", "Changes", "web:change-list"),
+    ("directory", "Directory", "web:directory-users"),
 )
