@@ -1,6 +1,7 @@
 """One way to list things: search, filters, sorting and pages from the query string, so every list page has a
 stable, shareable URL (`?q=...&status=failed&sort=-started&page=2`)."""
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import reduce
 from operator import or_
@@ -21,6 +22,7 @@ class Filter:
     label: str
     lookup: str
     choices: list[tuple[str, str]] = field(default_factory=list)  # (value, label); [] = free text
+    apply: Callable[[QuerySet, str], QuerySet] | None = None  # instead of the lookup, for what no column says
 
 
 class ListPage(RoleRequiredMixin, ListView):
@@ -47,7 +49,7 @@ class ListPage(RoleRequiredMixin, ListView):
         for option in self.get_filters():
             value = params.get(option.name, "")
             if value and (not option.choices or value in {v for v, _ in option.choices}):
-                query = query.filter(**{option.lookup: value})
+                query = option.apply(query, value) if option.apply else query.filter(**{option.lookup: value})
         return query.order_by(*self.ordering_of(params.get("sort", "")))
 
     def ordering_of(self, sort: str) -> tuple[str, ...]:

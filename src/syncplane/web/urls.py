@@ -1,7 +1,7 @@
 from django.contrib.auth import views as auth_views
 from django.urls import path
 
-from syncplane.web import changes, directory, views
+from syncplane.web import changes, directory, findings, views
 
 app_name = "web"
 
@@ -26,6 +26,11 @@ urlpatterns = [
     path("changes/<int:pk>/", changes.ChangeDetailView.as_view(), name="change-detail"),
     path("changes/<int:pk>/edit/", changes.ChangeFormView.as_view(), name="change-edit"),
     path("changes/<int:pk>/<str:action>/", changes.ChangeActionView.as_view(), name="change-action"),
+    path("findings/", findings.FindingListView.as_view(), name="finding-list"),
+    path("findings/<uuid:pk>/", findings.FindingDetailView.as_view(), name="finding-detail"),
+    path("findings/<uuid:pk>/<str:decision>/", findings.FindingDecisionView.as_view(), name="finding-decision"),
+    path("scans/", findings.ScanListView.as_view(), name="scan-list"),
+    path("scans/upload/", findings.ScanUploadView.as_view(), name="scan-upload"),
     path("directory/users/", directory.DirectoryUserListView.as_view(), name="directory-users"),
     path("directory/groups/", directory.DirectoryGroupListView.as_view(), name="directory-groups"),
 ]
@@ -37,5 +42,6 @@ NAV = (
     ("synclog", "Sync logs", "web:synclog-list"),
     ("asset", "Inventory", "web:asset-list"),
     ("change", "Changes", "web:change-list"),
+    ("finding", "Findings", "web:finding-list"),
     ("directory", "Directory", "web:directory-users"),
 )

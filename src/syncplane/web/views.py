@@ -99,8 +99,21 @@ def _counts() -> list[tuple[str, int, str]]:
         ("Orphaned assets", assets["orphaned"], reverse("web:asset-list") + "?orphaned=true"),
         ("Live sources", AssetSource.objects.filter(deleted_at__isnull=True).count(), ""),
         ("Directory users", DirectoryAccount.objects.count(), ""),
-        ("Open changes", ChangeRequest.objects.filter(state__in=OPEN_STATES).count(), ""),
+        ("Open changes", ChangeRequest.objects.filter(state__in=OPEN_STATES).count(), reverse("web:change-list")),
+        *_finding_counts(),
     ]
+
+
+def _finding_counts() -> list[tuple[str, int, str]]:
+    from syncplane.findings.choices import FindingState, Severity
+    from syncplane.findings.models import Finding
+
+    counts = Finding.objects.filter(state=FindingState.OPEN).aggregate(
+        critical=Count("id", filter=Q(severity=Severity.CRITICAL)), high=Count("id", filter=Q(severity=Severity.HIGH)),
+    )
+    url = reverse("web:finding-list") + "?state=open&severity="
+    return [("Open critical findings", counts["critical"], url + "critical"),
+            ("Open high findings", counts["high"], url + "high")]
 
 
 # --- integrations ------------------------------------------------------------------------------------------
@@ -410,6 +423,8 @@ class AssetDetailView(RoleRequiredMixin, DetailView):
             sources=sources,
             merges=AssetMerge.objects.filter(Q(into=asset) | Q(merged=asset)).select_related("into", "merged"),
             changes=_changes_naming(asset),
+            open_findings=list(asset.findings.filter(state="open").values("severity").annotate(count=Count("id"))
+                               .order_by("severity")),
             merged_into=asset.merged_into,
         )
         return context
