@@ -69,7 +69,7 @@ def demo_secret_key(data_dir: Path) -> str:
     return path.read_text().strip()
 
 
-IDENTIFICATION_RULES = ("serial_number", "mac_address", "hostname")
+IDENTIFICATION_RULES = ("serial_number", "mac_address", "hostname", "azure_ad_device_id")
 
 # Which system's value an asset attribute takes when several sources have one: the first system type in the
 # list that has a non-empty value wins. "default" applies to every attribute without a list of its own.
@@ -78,18 +78,33 @@ DEFAULT_PRECEDENCE = {
         "servicenow_cmdb", "jira_assets", "freshservice_cmdb", "apple_business_manager", "android_enterprise",
         "entra_id", "active_directory", "defender_endpoint",
     ],
-    # The security and device-management systems know compliance best.
+    # The security and device-management systems know compliance best. compliance_reasons and
+    # compliance_checked_at have no list: they come from the source compliance_state was taken from.
     "compliance_state": ["defender_endpoint", "entra_id", "apple_business_manager", "android_enterprise"],
     "compliance_score": ["defender_endpoint"],
     "last_seen_at": ["defender_endpoint", "entra_id", "apple_business_manager", "android_enterprise"],
+    # Who holds the device: the MDM that enrolled it (Intune arrives through entra_id) sees who signs in today;
+    # a CMDB says who it was issued to, and lags behind.
+    "assigned_to": [
+        "entra_id", "android_enterprise", "apple_business_manager", "servicenow_cmdb", "jira_assets",
+        "freshservice_cmdb",
+    ],
+    "azure_ad_device_id": ["entra_id", "defender_endpoint"],
+    "exposure_level": ["defender_endpoint"],
+    "risk_score": ["defender_endpoint"],
+    "health_status": ["defender_endpoint"],
+    "onboarding_status": ["defender_endpoint"],
 }
+# Attributes that follow compliance_state's source and so cannot have an order of their own.
+FOLLOWS_COMPLIANCE_STATE = ("compliance_reasons", "compliance_checked_at")
 
 
 def identification_rules(names: list[str]) -> list[str]:
     unknown = [name for name in names if name not in IDENTIFICATION_RULES]
     if unknown or not names or len(set(names)) != len(names):
         raise ImproperlyConfigured(
-            "SYNCPLANE_IDENTIFICATION_RULES must list some of serial_number, mac_address, hostname, in order and "
+            "SYNCPLANE_IDENTIFICATION_RULES must list some of serial_number, azure_ad_device_id, mac_address, "
+            "hostname, in order and "
             f"without repeats; got {', '.join(names) or 'nothing'}"
         )
     return names
@@ -110,6 +125,12 @@ def precedence(raw: str) -> dict[str, list[str]]:
         raise ImproperlyConfigured(
             'SYNCPLANE_PRECEDENCE must map attribute names to lists of system types, e.g. '
             '{"location": ["jira_assets", "servicenow_cmdb"]}'
+        )
+    following = [name for name in FOLLOWS_COMPLIANCE_STATE if name in given]
+    if following:
+        raise ImproperlyConfigured(
+            f"SYNCPLANE_PRECEDENCE cannot order {', '.join(following)}: they come from the source of "
+            "compliance_state; give compliance_state's order instead"
         )
     result.update(given)
     return result

@@ -6,6 +6,11 @@ device: a stale registration beside a fresh one) the most recent wins: the one i
 own last_seen_at) or, for records without one, the one that changed last here (the source's updated_at). Full
 ties go to the smaller (system type, external id). So the result depends only on the set of sources and their
 times, never on the order they were synced in.
+
+Compliance is one verdict, not three attributes: compliance_state is taken from the source that judged best
+(a verdict, compliant or noncompliant, before "not applicable", before "unknown"; by compliance_state's
+precedence among equals), and compliance_reasons and compliance_checked_at come from that same source, so the
+reasons shown are always the reasons for the state shown.
 """
 
 from collections.abc import Sequence
@@ -18,14 +23,20 @@ from syncplane.inventory.identity import same_device
 from syncplane.inventory.models import CANONICAL_FIELDS
 
 _DEFAULTS = {"asset_type": "other", "status": "unknown", "compliance_state": "unknown"}
-_NULLABLE = {"compliance_score", "last_seen_at"}
+_NULLABLE = {"compliance_score", "last_seen_at", "compliance_checked_at"}
+_DATES = {"last_seen_at", "compliance_checked_at"}
 _EMPTY = {name: _DEFAULTS.get(name, None if name in _NULLABLE else "") for name in CANONICAL_FIELDS}
+
+# How much a compliance_state says, best first: a source that does not know never outweighs one that does.
+COMPLIANCE_WEIGHT = {"compliant": 0, "noncompliant": 0, "not_applicable": 1, "unknown": 2}
+# The attributes that describe compliance_state's verdict and so come from its source only.
+FOLLOW_COMPLIANCE = frozenset({"compliance_reasons", "compliance_checked_at"})
 
 
 def _column_value(name: str, value):
-    if value is None or value == "":
-        return _EMPTY[name]
-    if name == "last_seen_at" and type(value) is str:  # noqa: E721
+    if value is None or value == "" or value == []:
+        return [] if name == "compliance_reasons" else _EMPTY[name]
+    if name in _DATES and type(value) is str:  # noqa: E721
         return datetime.fromisoformat(value)
     return value
 
@@ -33,10 +44,13 @@ def _column_value(name: str, value):
 def asset_values(attributes: dict, source_id) -> tuple[list, dict]:
     """The columns of an asset with one source, in CANONICAL_FIELDS order, and where each value came from."""
     source = str(source_id)
+    judged = attributes.get("compliance_state") in COMPLIANCE_WEIGHT
     values, sources = [], {}
     for name in CANONICAL_FIELDS:
         value = attributes.get(name)
-        if value is not None and value != "":
+        if name in FOLLOW_COMPLIANCE and not judged:  # reasons without a state explain nothing shown
+            value = None
+        if value is not None and value != "" and value != []:
             sources[name] = source
         values.append(_column_value(name, value))
     return values, sources
@@ -49,7 +63,7 @@ class SourceView(NamedTuple):
     system_type: str
     external_id: str
     attributes: dict
-    keys: tuple[str, str, str]  # serial, MAC, host keys, in the order of identity.RULES
+    keys: tuple[str, ...]  # serial, MAC, host, device keys, in the order of identity.RULES
     updated_at: datetime | None = None  # when the source last changed here
 
     @property
@@ -88,19 +102,30 @@ def reconciled_values(sources: list[SourceView]) -> tuple[list, dict]:
         return sorted(sources, key=lambda s: (_rank(order, s.system_type), newest_first[s.id], s.sort_key))
 
     by_default = ranked_by(default)
+    judge = compliance_judge(ranked_by(precedence.get("compliance_state") or default))
     values, provenance = [], {}
     for name in CANONICAL_FIELDS:
-        order = precedence.get(name)
-        ranked = by_default if order is None else ranked_by(order)
+        if name == "compliance_state" or name in FOLLOW_COMPLIANCE:
+            ranked = [judge] if judge else []
+        else:
+            order = precedence.get(name)
+            ranked = by_default if order is None else ranked_by(order)
         chosen = None
         for source in ranked:
             value = source.attributes.get(name)
-            if value is not None and value != "":
+            if value is not None and value != "" and value != []:
                 chosen = value
                 provenance[name] = str(source.id)
                 break
         values.append(_column_value(name, chosen))
     return values, provenance
+
+
+def compliance_judge(ranked: list[SourceView]) -> SourceView | None:
+    """The source whose compliance verdict the asset shows: the first, in precedence order, of those that say
+    the most (COMPLIANCE_WEIGHT); None when no source has a compliance_state."""
+    weighed = [s for s in ranked if s.attributes.get("compliance_state") in COMPLIANCE_WEIGHT]
+    return min(weighed, key=lambda s: COMPLIANCE_WEIGHT[s.attributes["compliance_state"]], default=None)
 
 
 def components(sources: list[SourceView], order: tuple[int, ...]) -> list[list[SourceView]]:

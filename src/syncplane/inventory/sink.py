@@ -27,11 +27,11 @@ ASSET_COLUMNS = ("id", *CANONICAL_FIELDS, "attribute_sources", "is_orphaned", "c
 ASSET_UPDATE_COLUMNS = (*CANONICAL_FIELDS, "attribute_sources", "is_orphaned", "updated_at")
 SOURCE_COLUMNS = (
     "id", "asset_id", "external_system_id", "external_id", "attributes", "raw_payload", "fingerprint",
-    "serial_key", "mac_key", "host_key", "first_seen_at", "last_seen_at", "updated_at", "deleted_at",
+    "serial_key", "mac_key", "host_key", "device_key", "first_seen_at", "last_seen_at", "updated_at", "deleted_at",
 )
 SOURCE_UPDATE_COLUMNS = (
-    "asset_id", "attributes", "raw_payload", "fingerprint", "serial_key", "mac_key", "host_key", "last_seen_at",
-    "updated_at", "deleted_at",
+    "asset_id", "attributes", "raw_payload", "fingerprint", "serial_key", "mac_key", "host_key", "device_key",
+    "last_seen_at", "updated_at", "deleted_at",
 )
 
 _KNOWN = frozenset(CANONICAL_FIELDS)
@@ -63,12 +63,16 @@ def validate_asset_record(record: MappedRecord) -> None:
         score = attributes["compliance_score"] = int(score)
     if score not in (None, "") and (type(score) is not int or not 0 <= score <= 100):
         problems.append(f"compliance_score {score!r} is not a whole number from 0 to 100")
-    seen = attributes.get("last_seen_at")
-    if seen not in (None, "") and not isinstance(seen, datetime):
-        try:
-            datetime.fromisoformat(seen)
-        except (TypeError, ValueError):
-            problems.append(f"last_seen_at {str(seen)[:40]!r} is not an ISO 8601 date and time")
+    for name in ("last_seen_at", "compliance_checked_at"):
+        seen = attributes.get(name)
+        if seen not in (None, "") and not isinstance(seen, datetime):
+            try:
+                datetime.fromisoformat(seen)
+            except (TypeError, ValueError):
+                problems.append(f"{name} {str(seen)[:40]!r} is not an ISO 8601 date and time")
+    reasons = attributes.get("compliance_reasons")
+    if reasons is not None and not (isinstance(reasons, list) and all(isinstance(r, str) for r in reasons)):
+        problems.append("compliance_reasons must be a list of text")
     if problems:
         raise RecordError("; ".join(problems))
 
@@ -83,11 +87,12 @@ class ExistingSource(NamedTuple):
     serial_key: str
     mac_key: str
     host_key: str
+    device_key: str
 
     @property
-    def keys(self) -> tuple[str, str, str]:
-        """The identification keys, in the order of identity.RULES (serial, MAC, host)."""
-        return (self.serial_key, self.mac_key, self.host_key)
+    def keys(self) -> tuple[str, str, str, str]:
+        """The identification keys, in the order of identity.RULES (serial, MAC, host, Entra device id)."""
+        return (self.serial_key, self.mac_key, self.host_key, self.device_key)
 
 
 @dataclass
