@@ -1,0 +1,1 @@
+from tests.findings.connector import security_connector  # noqa: F401 (a fixture for every findings test)
