@@ -35,3 +35,16 @@ def test_options_answers_without_a_server_error(api_as, settings, path, public):
     response = api_as("viewer").options(path)
     assert response.status_code == 200
     assert "GET" in response["Allow"]
+
+
+def test_swagger_groups_the_endpoints_by_app():
+    from drf_spectacular.generators import SchemaGenerator
+
+    schema = SchemaGenerator().get_schema(request=None, public=True)
+    tags = {path: {tag for op in ops.values() for tag in op.get("tags", [])} for path, ops in schema["paths"].items()}
+    assert tags["/api/v1/assets/"] == {"Inventory"}
+    assert tags["/api/v1/integrations/"] == {"Integrations"}
+    assert tags["/api/v1/changes/"] == {"Changes"}
+    assert tags["/api/v1/findings/"] == {"Findings"}
+    assert tags["/api/v1/directory/users/"] == {"Directory"}
+    assert [t["name"] for t in schema["tags"]][:2] == ["Authentication", "Integrations"]

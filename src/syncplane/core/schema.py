@@ -16,9 +16,22 @@ NOT_FOUND = OpenApiResponse(
 )
 
 
+# Swagger UI groups the endpoints by the app that serves them (the order and wording of settings' TAGS).
+APP_TAGS = {
+    "core": "Authentication", "integrations": "Integrations", "inventory": "Inventory", "directory": "Directory",
+    "changes": "Changes", "findings": "Findings",
+}
+
+
 class SyncplaneAutoSchema(AutoSchema):
     """drf-spectacular's schema, with the answers every endpoint can give: 400 where it takes input (a body,
-    filters, paging; and every query parameter is checked) and 404 where the path names an object."""
+    filters, paging; and every query parameter is checked) and 404 where the path names an object; each
+    endpoint tagged with its app."""
+
+    def get_tags(self):
+        module = type(self.view).__module__.split(".")
+        app = module[1] if len(module) > 1 and module[0] == "syncplane" else ""
+        return [APP_TAGS[app]] if app in APP_TAGS else super().get_tags()
 
     def _get_parameters(self):
         # An id in the path is a positive database integer: say so, so no client (nor schemathesis) sends -1.
