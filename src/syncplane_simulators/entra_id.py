@@ -20,6 +20,13 @@ What it imitates:
   remove users, add and remove group members, remove groups and devices; a delta from a link taken before
   returns exactly those objects (removed ones as `{"id", "@removed": {"reason": "deleted"}}`, membership
   changes in `members@delta`, a removed member with `@removed`).
+- Intune, `GET /v1.0/deviceManagement/managedDevices` (permission DeviceManagementManagedDevices.Read.All; with
+  `intune_permission` off it answers 403 naming it): every managed Entra device (not servers, not Linux) plus
+  two enrolled without an Entra registration (azureADDeviceId all zeros). `azureADDeviceId` is the device
+  object's `deviceId`; Windows and Mac serials are those of the shared fleet (devices.py: the CMDB simulators'
+  laptops and desktops), phones have their own, personal Android work profiles an empty serial. No delta: the
+  list pages with `$skiptoken` nextLinks (`page_size`) and ends without a deltaLink; `$select` is honoured,
+  `$filter` only as `lastSyncDateTime ge <time>`. `_control/managed-devices/{remove,update}` change it.
 - Faults through `_control/faults` (FaultInjector): 429 with Retry-After, 503, slow answers, on any path.
 """
 
@@ -38,6 +45,7 @@ from urllib.parse import quote
 from werkzeug.wrappers import Request, Response
 
 from .base import FaultInjector, SimulatorApp, Stats, json_response
+from .devices import device_identity
 
 DEFAULT_TENANT = "8f3c1a52-2b7e-4d0a-9c61-5e4f7a9b0c11"
 DEFAULT_DOMAIN = "contoso.example"
@@ -70,6 +78,19 @@ DEVICE_KINDS = (  # (operatingSystem, version, name pattern, trustType)
     ("Linux", "6.5", "ubuntu-{:04d}", "Workplace"),
 )
 BASE_SIGN_IN = 1_717_000_000  # 2024-05-29, signs-ins spread from there
+NO_ENTRA_DEVICE = "00000000-0000-0000-0000-000000000000"  # Intune's azureADDeviceId for an unregistered device
+MANAGED_DEVICE_SELECT = ("id", "deviceName", "serialNumber", "manufacturer", "model", "operatingSystem", "osVersion",
+                         "complianceState", "azureADDeviceId", "userPrincipalName", "emailAddress",
+                         "managedDeviceOwnerType", "managementState", "lastSyncDateTime", "enrolledDateTime",
+                         "wiFiMacAddress", "isEncrypted")
+# Entra operatingSystem -> (Intune operatingSystem, owner type, phone manufacturer, phone model); servers and
+# Linux are not enrolled in Intune here.
+INTUNE_KINDS = {
+    "Windows": ("Windows", "company", "", ""), "MacMDM": ("macOS", "company", "", ""),
+    "IPhone": ("iOS", "company", "Apple", "iPhone 15"),
+    "IPad": ("iPadOS", "company", "Apple", "iPad Air (5th generation)"),
+    "AndroidForWork": ("Android", "personal", "Google", "Pixel 8"),
+}
 
 
 def _fold(text: str) -> str:
@@ -136,6 +157,7 @@ class GraphSimulator(SimulatorApp):
             for _ in range(self.device_count):
                 self._new_device()
             self._seed_groups()
+            self._seed_managed_devices()
             gone = self._new_group("Legacy VPN Users", [])  # deleted before any sync: @removed in initial delta
             self._remove("groups", gone)
             self.seq = 0  # the initial state is the start of history
@@ -198,6 +220,65 @@ class GraphSimulator(SimulatorApp):
                         "Everyone: a large group, split over several delta items.")
         self._new_group("Finance", [("users", u) for u in users[::5]])
         self._new_group("Kiosk Devices", [("devices", d) for d in list(self.devices)[:3]])
+
+    def _seed_managed_devices(self) -> None:
+        """Intune's view of the managed devices, from an rng of its own: the directory's objects (and the other
+        simulators built from them) stay what they were before Intune existed here."""
+        rng = random.Random(f"intune-{self.seed}")
+        self.intune_permission = True
+        self.managed_devices: dict[str, dict] = {}
+        fleet = self._fleet_computers()
+        users = [u["userPrincipalName"] for u in self.users.values()]
+        failing = 0  # Entra's non-compliant devices, in Intune's detail: grace period, non-compliant, error
+        for index, device in enumerate(self.devices.values()):
+            kind = INTUNE_KINDS.get(device["operatingSystem"])
+            if kind is None or not device["isManaged"]:
+                continue
+            os_name, owner, make, model = kind
+            if make:
+                serial = "" if owner == "personal" else "F" + "".join(rng.choice("0123456789ABCDEFGHJKLMNPQRSTUVWXYZ")
+                                                                      for _ in range(11))
+            else:
+                computer = next(fleet[os_name == "macOS"])
+                serial, make, model = computer.serial, computer.manufacturer, computer.model
+            state = "compliant"
+            if not device["isCompliant"]:
+                state = ("inGracePeriod", "noncompliant", "error", "noncompliant")[failing % 4]
+                failing += 1
+            synced = BASE_SIGN_IN + index * 3607 + 300
+            self._add_managed_device(rng, device["displayName"], serial, make, model, os_name, device.get(
+                "operatingSystemVersion", ""), state, device["deviceId"], users[(index * 5) % len(users)], owner,
+                synced)
+        for n in range(2):  # enrolled in Intune without ever registering in Entra
+            computer = next(fleet[False])
+            self._add_managed_device(rng, f"KIOSK-{n:02d}", computer.serial, computer.manufacturer, computer.model,
+                                     "Windows", "10.0.22631.3737", "compliant" if n else "conflict", NO_ENTRA_DEVICE,
+                                     "", "company", BASE_SIGN_IN + n * 900)
+
+    def _fleet_computers(self) -> dict[bool, object]:
+        """Iterators over the shared fleet's laptops and desktops with a real serial: Macs (True), others (False)."""
+        def computers(apple: bool):
+            i = 0
+            while True:
+                device = device_identity(self.seed, i)
+                if device.kind in ("laptop", "desktop") and not device.serial_is_placeholder \
+                        and (device.manufacturer == "Apple Inc.") == apple:
+                    yield device
+                i += 1
+        return {True: computers(True), False: computers(False)}
+
+    def _add_managed_device(self, rng: random.Random, name: str, serial: str, make: str, model: str, os_name: str,
+                            version: str, state: str, entra_id: str, upn: str, owner: str, synced: int) -> None:
+        guid = str(uuid.UUID(int=rng.getrandbits(128), version=4))
+        mac = "" if owner == "personal" else "".join(f"{rng.getrandbits(8):02X}" for _ in range(6))
+        self.managed_devices[guid] = {
+            "id": guid, "deviceName": name, "serialNumber": serial, "manufacturer": make, "model": model,
+            "operatingSystem": os_name, "osVersion": version, "complianceState": state, "azureADDeviceId": entra_id,
+            "userPrincipalName": upn, "emailAddress": upn.lower(), "managedDeviceOwnerType": owner,
+            "managementState": "managed", "lastSyncDateTime": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(synced)),
+            "enrolledDateTime": "2024-01-08T06:05:00Z", "wiFiMacAddress": mac, "isEncrypted": owner == "company",
+            "deviceEnrollmentType": "windowsAzureADJoin" if os_name == "Windows" else "userEnrollment",
+        }
 
     def _changed(self, stream: str, object_id: str, op: str | None = None, member: str | None = None) -> None:
         self.seq += 1
@@ -273,6 +354,14 @@ class GraphSimulator(SimulatorApp):
         with self._lock:
             self._remove("devices", device_id)
 
+    def remove_managed_device(self, device_id: str) -> None:
+        with self._lock:
+            del self.managed_devices[device_id]
+
+    def update_managed_device(self, device_id: str, **fields) -> None:
+        with self._lock:
+            self.managed_devices[device_id].update(fields)
+
     def expire_tokens(self) -> None:
         with self._lock:
             self.tokens = dict.fromkeys(self.tokens, 0.0)
@@ -285,7 +374,8 @@ class GraphSimulator(SimulatorApp):
                            "accountEnabled": u["accountEnabled"]} for u in self.users.values()],
                 "groups": [{"id": g["id"], "displayName": g["displayName"], "members": len(self.members[g["id"]])}
                            for g in self.groups.values()],
-                "devices": len(self.devices), "stats": self.stats.as_dict(),
+                "devices": len(self.devices), "managed_devices": len(self.managed_devices),
+                "stats": self.stats.as_dict(),
             }
 
     # ------------------------------------------------------------------ HTTP
@@ -364,6 +454,8 @@ class GraphSimulator(SimulatorApp):
         if expires is None or expires <= time.time():
             self.stats.incr("expired_token_requests")
             return graph_error("InvalidAuthenticationToken", "Lifetime validation failed, the token is expired.", 401)
+        if path.strip("/") == "deviceManagement/managedDevices" and request.method == "GET":
+            return self._managed_devices(request)
         stream, _, tail = path.strip("/").partition("/")
         if stream not in STREAMS or tail != "delta" or request.method != "GET":
             return graph_error("Request_ResourceNotFound", f"Resource '{path}' does not exist.", 404)
@@ -404,6 +496,42 @@ class GraphSimulator(SimulatorApp):
                 body["@odata.deltaLink"] = self._link(request, stream, "$deltatoken",
                                                       {**state, "o": 0, "since": None})
         body["value"] = page
+        return json_response(body)
+
+    def _managed_devices(self, request: Request) -> Response:
+        """Intune's list: no delta, nextLinks carry the position (and the query) in $skiptoken."""
+        self.stats.incr("managed_devices_requests")
+        if not self.intune_permission:
+            return graph_error("Forbidden", "Application is not authorized to perform this operation. Application "
+                               "must have one of the following scopes: DeviceManagementManagedDevices.Read.All, "
+                               "DeviceManagementManagedDevices.ReadWrite.All", 403)
+        args = request.args
+        if "$skiptoken" in args:
+            try:
+                state = _unb64(args["$skiptoken"])
+            except (ValueError, TypeError):
+                return graph_error("BadRequest", "The skip token is not valid.", 400)
+        else:
+            select = args.get("$select")
+            since = None
+            if "$filter" in args:
+                clause = args["$filter"].split()
+                if len(clause) != 3 or clause[:2] != ["lastSyncDateTime", "ge"]:
+                    return graph_error("BadRequest", "Invalid filter clause.", 400)
+                since = clause[2]
+            state = {"sel": [f.strip() for f in select.split(",") if f.strip()] if select else None, "since": since,
+                     "o": 0}
+        with self._lock:
+            rows = [d for d in self.managed_devices.values()
+                    if state["since"] is None or d["lastSyncDateTime"] >= state["since"]]
+        offset = state["o"]
+        fields = state["sel"] or MANAGED_DEVICE_SELECT
+        page = [{f: d[f] for f in ("id", *fields) if f in d} for d in rows[offset: offset + self.page_size]]
+        body = {"@odata.context": f"{self._root(request)}/v1.0/$metadata#deviceManagement/managedDevices",
+                "value": page}
+        if offset + self.page_size < len(rows):
+            body["@odata.nextLink"] = (f"{self._root(request)}/v1.0/deviceManagement/managedDevices?$skiptoken="
+                                       f"{quote(_b64({**state, 'o': offset + self.page_size}))}")
         return json_response(body)
 
     def _context(self, request: Request, stream: str) -> str:
@@ -505,10 +633,14 @@ class GraphSimulator(SimulatorApp):
             self.remove_group(spec["group"])
         elif action == "devices/remove":
             self.remove_device(spec["id"])
+        elif action == "managed-devices/remove":
+            self.remove_managed_device(spec["id"])
+        elif action == "managed-devices/update":
+            self.update_managed_device(spec["id"], **spec.get("fields", {}))
         elif action == "expire-tokens":
             self.expire_tokens()
         elif action == "config":
-            for key in ("page_size", "member_slice", "token_lifetime", "client_secret"):
+            for key in ("page_size", "member_slice", "token_lifetime", "client_secret", "intune_permission"):
                 if key in spec:
                     setattr(self, key, spec[key])
         else:

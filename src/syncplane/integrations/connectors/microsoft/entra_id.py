@@ -21,6 +21,12 @@ is the `@odata.nextLink` (or stored `@odata.deltaLink`) GET verbatim. A chain en
 an `@odata.deltaLink`: an empty page with a nextLink is not the end. `$top` is not supported on delta, so the
 page size is the server's.
 
+Intune (config `include_intune_devices`, off by default; application permission
+DeviceManagementManagedDevices.Read.All with admin consent): after the delta streams, the stream `managedDevices`
+reads `/deviceManagement/managedDevices?$select=<MANAGED_DEVICE_SELECT>` following `@odata.nextLink` verbatim.
+It has no delta, so every run, full or incremental, reads it whole (deletions are seen by the full runs'
+reconciliation); it adds nothing to the cursor. A 403 names the missing permission.
+
 Cursor: `{"users": deltaLink, "groups": deltaLink, "devices": deltaLink}`, given to the engine on the last
 page of the run; the engine saves it only at the end of a clean run, so a crash never skips changes. A full
 run is an initial delta (which also yields fresh delta links); an incremental run follows the stored links and
@@ -41,8 +47,18 @@ Mapping (the directory record contract; absent properties stay absent, meaning "
   null unknown), asset_type from the OS (DEVICE_TYPES: phones mobile, iPads tablet, Windows and macOS
   clients laptop, Windows Server server, anything else other; Entra does not know the form factor),
   last_seen_at = approximateLastSignInDateTime; hostname only when displayName is a DNS label; status from
-  accountEnabled (enabled active, disabled retired, as for Active Directory computers; absent unknown). isManaged,
-  trustType and deviceId stay in the raw record.
+  accountEnabled (enabled active, disabled retired, as for Active Directory computers; absent unknown);
+  azure_ad_device_id = deviceId, lower-cased (the inventory joins Entra, Intune and Defender records on it).
+  isManaged and trustType stay in the raw record.
+- Intune managed device (map_managed_device), external id `intune:<id>` (never a device object's id): name and
+  hostname = deviceName (hostname only as a DNS label), serial_number, manufacturer, model, operating_system
+  and asset_type from operatingSystem (as for device objects), os_version = osVersion, compliance_state from
+  complianceState (INTUNE_COMPLIANCE: compliant; noncompliant and inGracePeriod noncompliant; conflict, error,
+  unknown, configManager unknown), compliance_reasons ["inGracePeriod until <date>"] for a device in its grace
+  period (the list reports no per-setting reasons), last_seen_at and compliance_checked_at = lastSyncDateTime
+  (compliance is evaluated at check-in), assigned_to = userPrincipalName (else emailAddress), lower-cased,
+  azure_ad_device_id = azureADDeviceId lower-cased ("" for the all-zero id of a device Entra does not know),
+  status from managementState (MANAGEMENT_STATES; absent: active, the device is enrolled).
 """
 
 from __future__ import annotations
@@ -67,7 +83,7 @@ from syncplane.integrations.errors import (
     TransientError,
 )
 from syncplane.integrations.http import HttpClient, extract_vendor_message
-from syncplane.integrations.paging import DeltaLinkPaginator
+from syncplane.integrations.paging import DeltaLinkPaginator, NextLinkPaginator
 from syncplane.integrations.records import AssetAttributes, DirectoryDevice, DirectoryGroup, DirectoryUser
 from syncplane.integrations.registry import register
 from syncplane.integrations.secrets import Redactor
@@ -76,13 +92,18 @@ GRAPH_BASE = "https://graph.microsoft.com/v1.0"
 AUTHORITY_BASE = "https://login.microsoftonline.com"
 GRAPH_SCOPE = "https://graph.microsoft.com/.default"
 STREAMS = ("users", "groups", "devices")
+INTUNE_STREAM = "managedDevices"  # after the delta streams, when include_intune_devices is on
+INTUNE_PREFIX = "intune:"  # Intune's ids are not device object ids: an external id of their own
 USER_SELECT = "id,userPrincipalName,mail,givenName,surname,displayName,accountEnabled,userType"
 GROUP_SELECT = "displayName,description,members"
 DEVICE_SELECT = ("id,deviceId,displayName,operatingSystem,operatingSystemVersion,isCompliant,isManaged,"
                  "accountEnabled,approximateLastSignInDateTime,trustType")
+MANAGED_DEVICE_SELECT = ("id,deviceName,serialNumber,manufacturer,model,operatingSystem,osVersion,complianceState,"
+                         "complianceGracePeriodExpirationDateTime,azureADDeviceId,userPrincipalName,emailAddress,"
+                         "managedDeviceOwnerType,managementState,lastSyncDateTime")
 SELECT = {"users": USER_SELECT, "groups": GROUP_SELECT, "devices": DEVICE_SELECT}
 ODATA_TYPE = {"users": "#microsoft.graph.user", "groups": "#microsoft.graph.group",
-              "devices": "#microsoft.graph.device"}
+              "devices": "#microsoft.graph.device", INTUNE_STREAM: "#microsoft.graph.managedDevice"}
 MEMBER_TYPES = {"#microsoft.graph.user", "#microsoft.graph.group"}
 # displayName is the hostname for joined devices (LAPTOP-0042) and free text for registered ones ("Tom's
 # iPhone"): only a valid DNS label is used as hostname, which the inventory identifies devices by.
@@ -97,6 +118,16 @@ DEVICE_TYPES = {
     "windows": ("Windows", "laptop"), "macmdm": ("macOS", "laptop"), "macos": ("macOS", "laptop"),
     "mac os x": ("macOS", "laptop"), "windows server": ("Windows Server", "server"),
 }
+# Intune complianceState (lower-cased) -> compliance_state; conflict, error, unknown, configManager: unknown.
+INTUNE_COMPLIANCE = {"compliant": "compliant", "noncompliant": "noncompliant", "ingraceperiod": "noncompliant"}
+# Intune managementState -> status: a retire or wipe under way is the end of the device's managed life.
+MANAGEMENT_STATES = {
+    "managed": "active", "discovered": "in_stock", "unhealthy": "in_maintenance",
+    "retirepending": "retired", "retireissued": "retired", "wipepending": "retired", "wipeissued": "retired",
+    "deletepending": "retired", "retirefailed": "active", "wipefailed": "active", "retirecanceled": "active",
+    "wipecanceled": "active",
+}
+NO_ENTRA_DEVICE = "00000000-0000-0000-0000-000000000000"  # Intune's azureADDeviceId when Entra has none
 ROLE_MAPPING_SCHEMA = {
     "type": "object", "additionalProperties": {"enum": ["admin", "operator", "viewer"]}, "default": {},
     "description": "Directory group (name or id) -> Syncplane role, applied after each sync.",
@@ -241,7 +272,7 @@ class EntraIDConnector(Connector):
         "/groups and /devices (national clouds: https://graph.microsoft.us/v1.0, ...)."
     )
     base_url_example = "https://graph.microsoft.com/v1.0"
-    owned_path_suffixes = ("/users", "/groups", "/devices")
+    owned_path_suffixes = ("/users", "/groups", "/devices", "/deviceManagement")
     record_kind = RecordKind.DIRECTORY
     auth_types = (AuthType.OAUTH2_CLIENT_CREDENTIALS,)
     capabilities = frozenset({Capability.TEST_CONNECTION, Capability.FULL, Capability.INCREMENTAL, Capability.DRY_RUN})
@@ -255,6 +286,10 @@ class EntraIDConnector(Connector):
                               " ...); the tenant id is appended."},
             "sync_devices": {"type": "boolean", "default": True,
                              "description": "Read /devices/delta into the inventory."},
+            "include_intune_devices": {
+                "type": "boolean", "default": False,
+                "description": "Also read Intune's /deviceManagement/managedDevices (serials, compliance, primary "
+                               "user) in full on every run; needs DeviceManagementManagedDevices.Read.All."},
             "timeout_seconds": {"type": "number", "minimum": 1, "maximum": 300, "default": 60},
             "role_mapping": ROLE_MAPPING_SCHEMA,
         },
@@ -297,7 +332,13 @@ class EntraIDConnector(Connector):
     # --- requests --------------------------------------------------------------------------------
 
     def _get_page(self, url: str) -> dict:
-        response = self.client.get(url, expected=(200, 400, 404, 410))
+        response = self.client.get(url, expected=(200, 400, 403, 404, 410))
+        if response.status_code == 403:
+            vendor = self.client.redact(" ".join(extract_vendor_message(response).split()))[:300]
+            hint = (" (Intune needs the application permission DeviceManagementManagedDevices.Read.All with admin "
+                    "consent, or turn include_intune_devices off)" if "/deviceManagement/" in url else "")
+            raise AuthenticationError(f"GET {response.request.url.path} answered 403: {vendor}{hint}",
+                                      status_code=403)
         if response.status_code != 200:
             code = _graph_code(response)
             if response.status_code == 410 or code in RESYNC_CODES:
@@ -316,12 +357,16 @@ class EntraIDConnector(Connector):
 
     def test_connection(self) -> ConnectionResult:
         body = self._get_page(f"/users/delta?$select={USER_SELECT}")
-        return ConnectionResult(ok=True, message="Connected to Entra ID: a token was issued and users are readable "
-                                "(User.Read.All).", details={"tokens_fetched": self.auth.tokens_fetched,
-                                                             "sample": len(body["value"])})
+        message = "Connected to Entra ID: a token was issued and users are readable (User.Read.All)"
+        if self.config["include_intune_devices"]:
+            self._get_page("/deviceManagement/managedDevices?$select=id&$top=1")
+            message += " and so are Intune's managed devices (DeviceManagementManagedDevices.Read.All)"
+        return ConnectionResult(ok=True, message=message + ".", details={"tokens_fetched": self.auth.tokens_fetched,
+                                                                          "sample": len(body["value"])})
 
     def streams(self) -> tuple[str, ...]:
-        return STREAMS if self.config["sync_devices"] else STREAMS[:2]
+        streams = STREAMS if self.config["sync_devices"] else STREAMS[:2]
+        return (*streams, INTUNE_STREAM) if self.config["include_intune_devices"] else streams
 
     def fetch(self, mode: str, cursor: Any = None, resume: dict | None = None) -> Iterator[Page]:
         stored = cursor if mode == "incremental" and isinstance(cursor, dict) else {}
@@ -330,18 +375,22 @@ class EntraIDConnector(Connector):
         start = streams.index(resume["stream"]) if resume and resume.get("stream") in streams else 0
         for position in range(start, len(streams)):
             stream = streams[position]
-            if resume and position == start and resume.get("next"):
-                url = resume["next"]
+            resumed = resume["next"] if resume and position == start and resume.get("next") else None
+            chain: DeltaLinkPaginator | NextLinkPaginator
+            if stream == INTUNE_STREAM:  # no delta: the whole list, every run
+                url = resumed or f"/deviceManagement/managedDevices?$select={MANAGED_DEVICE_SELECT}"
+                chain = NextLinkPaginator(url, vendor="Intune (managedDevices)", key="@odata.nextLink")
             else:
-                url = stored.get(stream) or f"/{stream}/delta?$select={SELECT[stream]}"
+                url = resumed or stored.get(stream) or f"/{stream}/delta?$select={SELECT[stream]}"
+                chain = DeltaLinkPaginator(url, vendor=f"Entra ID ({stream})")
             last_stream = position == len(streams) - 1
-            chain = DeltaLinkPaginator(url, vendor=f"Entra ID ({stream})")
             for body in chain.pages(self._get_page):
                 records = [_tagged(item, stream) for item in body["value"] if isinstance(item, dict)]
                 if not chain.finished:
                     yield Page(records=records, resume={"stream": stream, "next": chain.current, "links": links})
                     continue
-                links = {**links, stream: chain.delta_link}
+                if isinstance(chain, DeltaLinkPaginator):
+                    links = {**links, stream: chain.delta_link}
                 if last_stream:
                     yield Page(records=records, resume=None, cursor=links)
                 else:
@@ -352,7 +401,10 @@ class EntraIDConnector(Connector):
         return map_directory_object(raw)
 
     def external_id(self, raw: Any) -> str:
-        return str(raw.get("id", "")) if isinstance(raw, dict) else ""
+        if not isinstance(raw, dict):
+            return ""
+        prefix = INTUNE_PREFIX if raw.get("@odata.type") == ODATA_TYPE[INTUNE_STREAM] else ""
+        return prefix + str(raw.get("id", ""))
 
 
 def _tagged(item: dict, stream: str) -> dict:
@@ -370,6 +422,9 @@ def map_directory_object(raw: Any) -> MappedRecord:
     kind = raw.get("@odata.type")
     removed = "@removed" in raw
     attributes: DirectoryUser | DirectoryGroup | DirectoryDevice
+    if kind == ODATA_TYPE[INTUNE_STREAM]:  # a list, not a delta: never @removed
+        device: DirectoryDevice = {"kind": "device", "removed": False, "asset": map_managed_device(raw)}
+        return MappedRecord(external_id=INTUNE_PREFIX + raw["id"], attributes=device, raw=raw)
     if kind == ODATA_TYPE["users"]:
         attributes = map_user(raw)
     elif kind == ODATA_TYPE["groups"]:
@@ -436,17 +491,55 @@ def map_device(raw: dict) -> AssetAttributes:
     enabled = raw.get("accountEnabled")
     if enabled not in (True, False, None):
         raise RecordError("accountEnabled is not a boolean")
-    seen = _text(raw, "approximateLastSignInDateTime")
-    if seen:
-        try:
-            seen = datetime.fromisoformat(seen.replace("Z", "+00:00")).astimezone(UTC).isoformat()
-        except ValueError:
-            raise RecordError(f"approximateLastSignInDateTime is not a timestamp: {seen[:40]!r}") from None
+    seen = _time(raw, "approximateLastSignInDateTime")
     return {
         "name": name, "hostname": name if _HOST_LABEL.fullmatch(name) else "", "asset_type": asset_type,
         "operating_system": os_name,
         "os_version": _text(raw, "operatingSystemVersion"),
         "compliance_state": {True: "compliant", False: "noncompliant"}.get(compliant, "unknown"),
         "status": {True: "active", False: "retired"}.get(enabled, "unknown"),
-        "last_seen_at": seen or None,
+        "last_seen_at": seen,
+        "azure_ad_device_id": _entra_device_id(raw, "deviceId"),
     }
+
+
+def map_managed_device(raw: dict) -> AssetAttributes:
+    """An Intune managed device: the serial, compliance and primary user Entra's device object lacks."""
+    name = _text(raw, "deviceName")
+    os_raw = _text(raw, "operatingSystem")
+    os_name, asset_type = DEVICE_TYPES.get(os_raw.lower(), (os_raw, "other"))
+    state = _text(raw, "complianceState")
+    compliance = INTUNE_COMPLIANCE.get(state.lower(), "unknown")
+    reasons = []
+    if state.lower() == "ingraceperiod":
+        until = _time(raw, "complianceGracePeriodExpirationDateTime")
+        reasons.append(f"inGracePeriod until {until}" if until else "inGracePeriod")
+    management = _text(raw, "managementState")
+    synced = _time(raw, "lastSyncDateTime")
+    return {
+        "name": name, "hostname": name if _HOST_LABEL.fullmatch(name) else "", "asset_type": asset_type,
+        "serial_number": _text(raw, "serialNumber"),
+        "manufacturer": _text(raw, "manufacturer"), "model": _text(raw, "model"),
+        "operating_system": os_name, "os_version": _text(raw, "osVersion"),
+        "compliance_state": compliance, "compliance_reasons": reasons,
+        "compliance_checked_at": synced if compliance != "unknown" else None,
+        "status": MANAGEMENT_STATES.get(management.lower(), "unknown") if management else "active",
+        "last_seen_at": synced,
+        "assigned_to": (_text(raw, "userPrincipalName") or _text(raw, "emailAddress")).lower(),
+        "azure_ad_device_id": _entra_device_id(raw, "azureADDeviceId"),
+    }
+
+
+def _entra_device_id(raw: dict, name: str) -> str:
+    value = _text(raw, name).lower()
+    return "" if value == NO_ENTRA_DEVICE else value
+
+
+def _time(raw: dict, name: str) -> str | None:
+    value = _text(raw, name)
+    if not value:
+        return None
+    try:
+        return datetime.fromisoformat(value.replace("Z", "+00:00")).astimezone(UTC).isoformat()
+    except ValueError:
+        raise RecordError(f"{name} is not a timestamp: {value[:40]!r}") from None
