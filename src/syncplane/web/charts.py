@@ -4,6 +4,7 @@ chart has its numbers in a table next to it for screen readers and copying."""
 from django.utils.html import format_html, format_html_join
 
 WIDTH, HEIGHT, PAD = 600, 160, 24
+MAX_BAR = 40  # a few runs draw a few slim bars, not one block across the chart
 
 
 def bar_chart(points: list[tuple[object, float]], *, title: str, bad: set | frozenset = frozenset()) -> str:
@@ -17,7 +18,7 @@ def bar_chart(points: list[tuple[object, float]], *, title: str, bad: set | froz
         height = (HEIGHT - 2 * PAD) * value / top
         bars.append((
             "bar bad" if label in bad and value else "bar",
-            f"{PAD + index * step:.1f}", f"{HEIGHT - PAD - height:.1f}", f"{max(step - 2, 1):.1f}", f"{height:.1f}",
+            f"{PAD + index * step:.1f}", f"{HEIGHT - PAD - height:.1f}", f"{min(max(step - 2, 1), MAX_BAR):.1f}", f"{height:.1f}",
             label, f"{value:g}",
         ))
     return format_html(

@@ -1,7 +1,7 @@
 from django.contrib.auth import views as auth_views
 from django.urls import path
 
-from syncplane.web import changes, directory, findings, views
+from syncplane.web import changes, directory, findings, mapping, views
 
 app_name = "web"
 
@@ -17,6 +17,11 @@ urlpatterns = [
     path("integrations/<int:pk>/test/", views.IntegrationTestView.as_view(), name="integration-test"),
     path("integrations/<int:pk>/enabled/", views.IntegrationEnableView.as_view(), name="integration-enabled"),
     path("integrations/<int:pk>/sync/", views.IntegrationSyncView.as_view(), name="integration-sync"),
+    path("integrations/<int:pk>/mapping/", mapping.FieldMappingView.as_view(), name="integration-mapping"),
+    path("integrations/<int:pk>/mapping/preview/", mapping.FieldMappingPreviewView.as_view(),
+         name="integration-mapping-preview"),
+    path("integrations/<int:pk>/mapping/step/", mapping.FieldMappingStepView.as_view(),
+         name="integration-mapping-step"),
     path("sync-logs/", views.SyncLogListView.as_view(), name="synclog-list"),
     path("sync-logs/<int:pk>/", views.SyncLogDetailView.as_view(), name="synclog-detail"),
     path("assets/", views.AssetListView.as_view(), name="asset-list"),

@@ -1,3 +1,4 @@
+import json
 from datetime import datetime
 
 from django import template
@@ -24,3 +25,9 @@ def show(value):
     if isinstance(value, (list, tuple)):
         return "; ".join(str(item) for item in value)
     return value
+
+
+@register.filter
+def as_json(value) -> str:
+    """A record as indented JSON, the way its system sent it (escaped by the template like any text)."""
+    return json.dumps(value, indent=2, ensure_ascii=False, sort_keys=True, default=str)
