@@ -6,8 +6,10 @@ import logging
 
 from django.db.models import Max
 
+from syncplane.changes.choices import ChangeState
 from syncplane.changes.models import ChangeEvent, ChangeRequest
 from syncplane.core.context import get_correlation_id
+from syncplane.integrations.events import DomainEvent, emit_events
 
 logger = logging.getLogger("syncplane.changes")
 
@@ -32,7 +34,37 @@ def record_event(change: ChangeRequest, *, event_type: str, source: str, actor: 
         actor=actor[:150], source=source, detail=detail, correlation_id=get_correlation_id() or "",
     )
     log_event(event)
+    publish([event])
     return event
 
 
-__all__ = ["event_type_of", "log_event", "record_event"]
+# The states whose reaching the monitoring sinks hear of (docs/events.md), as domain event types.
+PUBLISHED_STATES = {
+    ChangeState.SUBMITTED: "change.submitted",
+    ChangeState.APPROVED: "change.approved",
+    ChangeState.REJECTED: "change.rejected",
+    ChangeState.COMPLETED: "change.implemented",
+    ChangeState.CANCELLED: "change.cancelled",
+}
+
+
+def publish(events: list[ChangeEvent]) -> None:
+    """The domain events of these steps, in the transaction that records them (one insert for all)."""
+    emit_events(
+        DomainEvent(
+            PUBLISHED_STATES[event.to_state],
+            subject={"type": "change", "id": str(event.change.pk), "name": event.change.title},
+            data={
+                "from_state": event.from_state, "state": event.to_state, "actor": event.actor,
+                "source": event.source, "detail": event.detail[:1000], "risk_score": event.change.risk_score,
+                "integration_id": event.change.external_system_id,
+                "external_change_request_id": event.change.external_change_request_id,
+                "change_correlation_id": event.change.correlation_id,
+            },
+            correlation_id=event.correlation_id,
+        )
+        for event in events if event.to_state in PUBLISHED_STATES
+    )
+
+
+__all__ = ["PUBLISHED_STATES", "event_type_of", "log_event", "publish", "record_event"]

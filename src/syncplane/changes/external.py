@@ -17,7 +17,7 @@ from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
 from syncplane.changes.choices import Decision
-from syncplane.changes.events import event_type_of, log_event
+from syncplane.changes.events import event_type_of, log_event, publish
 from syncplane.changes.models import ApprovalRecord, ChangeEvent, ChangeRequest
 from syncplane.changes.states import path_to
 from syncplane.core.context import get_correlation_id
@@ -189,6 +189,7 @@ def write_updates(updates: list[ChangeUpdate], *, source: str, actor: str, now: 
     ChangeEvent.objects.bulk_create(events, batch_size=500)
     for event in events:
         log_event(event)
+    publish(events)
     return len(changed)
 
 

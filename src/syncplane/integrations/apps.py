@@ -8,7 +8,7 @@ class IntegrationsConfig(AppConfig):
 
     def ready(self):
         from syncplane.core.triggers import register
-        from syncplane.integrations import evidence, registry
+        from syncplane.integrations import events, evidence, registry  # noqa: F401 (events: its cache follows saves)
 
         registry.load_connectors()
         # Installed after every migrate by core (SQLite loses a table's triggers when a migration rebuilds it).

@@ -19,6 +19,13 @@ from syncplane.integrations.choices import (
 )
 
 
+class IntegrationHealth(models.TextChoices):
+    HEALTHY = "healthy", "Healthy"
+    DEGRADED = "degraded", "Degraded"  # a failure or two in a row, a partial run, a dead letter
+    FAILING = "failing", "Failing"  # failures in a row, or a sink whose credentials are refused
+    DISABLED = "disabled", "Disabled"
+
+
 class ExternalSystemQuerySet(models.QuerySet):
     def live(self):
         return self.filter(archived_at__isnull=True)
@@ -69,6 +76,35 @@ class ExternalSystem(TimeStampedModel):
         max_length=10000, blank=True, verbose_name="webhook secret",
         help_text="Secret reference (env:, file:, vault:, enc:) that inbound webhooks of this integration are "
         "verified with (HMAC key or shared secret, per connector). Never returned.",
+    )
+
+    # Health (health.py): kept up to date where a run or a delivery to a sink finishes.
+    health = models.CharField(
+        max_length=20, choices=IntegrationHealth.choices, default=IntegrationHealth.HEALTHY, editable=False,
+        help_text="From its recent runs (and, for a monitoring sink, deliveries); see docs/events.md.",
+    )
+    consecutive_failures = models.PositiveIntegerField(
+        default=0, editable=False, help_text="Failed runs (or sink deliveries) in a row since the last success."
+    )
+    last_success_at = models.DateTimeField(
+        null=True, blank=True, editable=False, help_text="When its last run (or sink delivery) succeeded."
+    )
+    auto_disable_after = models.PositiveIntegerField(
+        null=True, blank=True, verbose_name="disable after failures",
+        help_text="Disable the integration after this many consecutive failures; empty: never.",
+    )
+    disabled_reason = models.CharField(
+        max_length=200, blank=True, editable=False, help_text="Why Syncplane disabled it (auto-disable)."
+    )
+    # A monitoring sink's delivery: one worker at a time (this lease), stopped while its credentials are refused.
+    outbox_leased_until = models.DateTimeField(
+        null=True, blank=True, editable=False,
+        help_text="Set while a worker sends this sink's events; a lease left to expire means that worker died.",
+    )
+    delivery_paused_at = models.DateTimeField(
+        null=True, blank=True, editable=False,
+        help_text="Set when the sink refused its credentials (401/403): its events wait, pending, until an admin "
+        "saves the integration again.",
     )
 
     objects = ExternalSystemQuerySet.as_manager()
@@ -296,6 +332,7 @@ class SyncRecordOutcome(models.Model):
 class OutboxKind(models.TextChoices):
     CHANGE_CREATE = "change.create", "Create the change request"
     CHANGE_CANCEL = "change.cancel", "Cancel the change request"
+    EVENT = "event", "Send a domain event to a monitoring sink"
 
 
 class OutboxStatus(models.TextChoices):
@@ -338,7 +375,11 @@ class OutboxMessage(models.Model):
     class Meta:
         verbose_name = "outbox message"
         ordering = ["id"]
-        indexes = [models.Index(fields=["status", "next_attempt_at"])]
+        indexes = [
+            models.Index(fields=["status", "next_attempt_at"]),
+            # A sink's events, oldest first: its next batch, its backlog, its dead letters.
+            models.Index(fields=["external_system", "status", "id"], name="outbox_sink_status_idx"),
+        ]
 
     def __str__(self):
         return f"{self.kind} {self.subject_type}:{self.subject_id} ({self.status})"
@@ -347,6 +388,7 @@ class OutboxMessage(models.Model):
 __all__ = [
     "ExternalSystem",
     "ImmutableRecordError",
+    "IntegrationHealth",
     "IntegrationSyncLog",
     "OutboxKind",
     "OutboxMessage",

@@ -22,10 +22,14 @@ A message that fails for good is a dead letter: status failed, the reason in `la
 
 The writer of a message calls `queue_delivery(message.pk)` in its transaction: the task is sent after commit.
 The beat job `deliver_due_outbox_messages` sends what is due again: retries, and what a dead worker left.
+
+Domain events (kind `event`, written by events.emit_event) are the exception: they go to monitoring sinks in
+batches, one task and one lease per sink, with a result per event (see "events: batches per sink" below).
 """
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Callable
 from datetime import datetime, timedelta
@@ -36,9 +40,16 @@ from django.db import transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
+from syncplane.integrations import health
 from syncplane.integrations.base import Connector
-from syncplane.integrations.errors import IntegrationError, TransientError
-from syncplane.integrations.models import OutboxMessage, OutboxStatus
+from syncplane.integrations.errors import (
+    AuthenticationError,
+    ConfigurationError,
+    IntegrationError,
+    PolicyViolation,
+    TransientError,
+)
+from syncplane.integrations.models import ExternalSystem, OutboxKind, OutboxMessage, OutboxStatus
 from syncplane.integrations.registry import build_connector
 
 logger = logging.getLogger("syncplane.outbox")
@@ -214,10 +225,12 @@ def resend(message: OutboxMessage, *, grace: timedelta) -> None:
 
 
 def due_messages(now: datetime | None = None) -> list[int]:
-    """Pending messages whose time has come and that no live lease holds, oldest first (500 at a time)."""
+    """Pending messages whose time has come and that no live lease holds, oldest first (500 at a time). Events
+    are not among them: they go out in batches per sink (deliver_sink_events)."""
     now = now or timezone.now()
     return list(
         OutboxMessage.objects.filter(status=OutboxStatus.PENDING, next_attempt_at__lte=now)
+        .exclude(kind=OutboxKind.EVENT)
         .filter(Q(leased_until__isnull=True) | Q(leased_until__lt=now))
         .order_by("next_attempt_at", "id").values_list("id", flat=True)[:500]
     )
@@ -241,14 +254,261 @@ def queue_delivery(message_id: int) -> None:
 @shared_task(name="syncplane.changes.tasks.deliver_due_outbox_messages")
 def deliver_due_outbox_messages() -> int:
     """The beat job: pending messages whose time has come — retries after a transient failure, and messages
-    whose first task was lost with a worker that died. Each is its own task, so one slow vendor holds up
-    nothing else."""
+    whose first task was lost with a worker that died — and the sinks with due events. Each message (each sink)
+    is its own task, so one slow vendor holds up nothing else. Returns how many tasks it sent."""
     due = due_messages()
     for message_id in due:
         deliver_outbox_message.delay(message_id)
-    return len(due)
+    sinks = due_sinks()
+    for system_id in sinks:
+        deliver_events_of_sink.delay(system_id)
+    return len(due) + len(sinks)
+
+
+# --- events: batches per sink ----------------------------------------------------------------------------
+# Event messages (kind EVENT, written by events.emit_event) go out differently from the one-by-one messages
+# above: one task per sink sends that sink's pending events, oldest first, in batches within the connector's
+# limits (max_batch_events, max_batch_bytes, max_event_bytes). A lease on the sink (not on each message) keeps
+# a second worker off it, which is what keeps its events in order; the event id is the idempotency key that
+# makes a batch sent again (after a worker died between the send and the commit) land once.
+#
+# What the sink says decides, per event (EventResult): delivered; retry (backoff, Retry-After, dead letter after
+# MAX_ATTEMPTS); rejected (dead letter at once). For the whole batch: TransientError is a retry of every event
+# in it; AuthenticationError, ConfigurationError or PolicyViolation (a revoked token, a secret that cannot be
+# read: nothing wrong with the events) pause the sink — its events stay pending, uncounted, until an admin
+# saves the integration — and any other IntegrationError dead-letters the batch.
+
+BATCHES_PER_TASK = 20  # then a fresh task takes over, so one busy sink does not hold a worker for ever
+SINK_STOPPED = (AuthenticationError, ConfigurationError, PolicyViolation)
+
+
+@shared_task(name="syncplane.integrations.tasks.deliver_events_of_sink")
+def deliver_events_of_sink(system_id: int) -> int | None:
+    return deliver_sink_events(system_id)
+
+
+class _SendSinkTask:
+    """The on-commit callback that queues a sink's delivery; equal for one sink, so a transaction that emits
+    a thousand events queues one task per sink."""
+
+    def __init__(self, system_id: int):
+        self.system_id = system_id
+
+    def __call__(self) -> None:
+        deliver_events_of_sink.delay(self.system_id)
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, _SendSinkTask) and other.system_id == self.system_id
+
+    def __hash__(self) -> int:
+        return hash(self.system_id)
+
+
+def queue_sink_delivery(system_id: int) -> None:
+    """Send the sink's delivery task once the caller's transaction commits (at once outside one)."""
+    task = _SendSinkTask(system_id)
+    connection = transaction.get_connection()
+    if connection.in_atomic_block and any(entry[1] == task for entry in connection.run_on_commit):
+        return
+    transaction.on_commit(task)
+
+
+def due_sinks(now: datetime | None = None) -> list[int]:
+    """Live, enabled, not paused sinks that nobody holds and that have an event due."""
+    now = now or timezone.now()
+    return list(
+        OutboxMessage.objects.filter(kind=OutboxKind.EVENT, status=OutboxStatus.PENDING, next_attempt_at__lte=now,
+                                     external_system__enabled=True, external_system__archived_at__isnull=True,
+                                     external_system__delivery_paused_at__isnull=True)
+        .filter(Q(external_system__outbox_leased_until__isnull=True)
+                | Q(external_system__outbox_leased_until__lt=now))
+        .order_by().values_list("external_system_id", flat=True).distinct()
+    )
+
+
+def deliver_sink_events(system_id: int, *, connector: Connector | None = None) -> int | None:
+    """Send a sink's due events, batch after batch, until none is due, the sink fails, or BATCHES_PER_TASK.
+    Returns how many were delivered; None when another worker holds the sink (or it is paused or disabled)."""
+    if not claim_sink(system_id):
+        return None
+    owned, delivered, more = None, 0, False
+    try:
+        if connector is None:
+            try:
+                connector = owned = build_connector(ExternalSystem.objects.get(pk=system_id))
+            except SINK_STOPPED as exc:  # a secret that cannot be read: an admin must fix the sink
+                health.record_delivery(system_id, ok=False, reason=str(exc), pause=True)
+                return 0
+        for _ in range(BATCHES_PER_TASK):
+            batch = next_batch(system_id, connector)
+            if not batch:
+                return delivered
+            sent, carry_on = _send_batch(system_id, connector, batch)
+            delivered += sent
+            if not carry_on:
+                return delivered
+            renew_sink(system_id)
+        more = True
+        return delivered
+    finally:
+        if owned is not None:
+            owned.close()
+        ExternalSystem.objects.filter(pk=system_id).update(outbox_leased_until=None)
+        if more:
+            queue_sink_delivery(system_id)
+
+
+def claim_sink(system_id: int) -> bool:
+    now = timezone.now()
+    return bool(
+        ExternalSystem.objects.live()
+        .filter(pk=system_id, enabled=True, delivery_paused_at__isnull=True)
+        .filter(Q(outbox_leased_until__isnull=True) | Q(outbox_leased_until__lt=now))
+        .update(outbox_leased_until=now + timedelta(seconds=LEASE_SECONDS))
+    )
+
+
+def renew_sink(system_id: int) -> None:
+    ExternalSystem.objects.filter(pk=system_id).update(
+        outbox_leased_until=timezone.now() + timedelta(seconds=LEASE_SECONDS)
+    )
+
+
+def next_batch(system_id: int, connector: Connector) -> list[OutboxMessage]:
+    """The sink's oldest pending events that fit one call, their attempt counted. Stops at the first event not
+    due yet: a retried event holds back the ones after it, so the sink receives them in order. An event larger
+    than max_event_bytes goes with its data replaced by a note; one too large even so is a dead letter."""
+    now = timezone.now()
+    candidates = (
+        OutboxMessage.objects.filter(external_system_id=system_id, kind=OutboxKind.EVENT,
+                                     status=OutboxStatus.PENDING)
+        .order_by("id").only("id", "payload", "attempts", "next_attempt_at")[:connector.max_batch_events]
+    )
+    batch, size, truncated, too_large = [], 0, [], []
+    for message in candidates:
+        if message.next_attempt_at > now:
+            break
+        length = encoded_size(message.payload)
+        if length > connector.max_event_bytes:
+            message.payload = truncated_envelope(message.payload, length)
+            length = encoded_size(message.payload)
+            if length > connector.max_event_bytes:
+                too_large.append(message)
+                continue
+            truncated.append(message)
+        if batch and size + length > connector.max_batch_bytes:
+            break
+        batch.append(message)
+        size += length
+    with transaction.atomic():
+        OutboxMessage.objects.filter(pk__in=[message.pk for message in batch]).update(attempts=F("attempts") + 1)
+        OutboxMessage.objects.bulk_update(truncated, ["payload"])
+        for message in too_large:
+            message.status = OutboxStatus.FAILED
+            message.last_error = (f"the event is {encoded_size(message.payload)} bytes even without its data; "
+                                  f"{connector.display_name} takes at most {connector.max_event_bytes}")
+        OutboxMessage.objects.bulk_update(too_large, ["status", "last_error"])
+    for message in batch:
+        message.attempts += 1
+    return batch
+
+
+def encoded_size(payload: dict) -> int:
+    return len(json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode())
+
+
+def truncated_envelope(envelope: dict, size: int) -> dict:
+    note = "data left out: the event was larger than this sink accepts; the full event is in Syncplane's outbox API"
+    return {**envelope, "data": {"truncated": True, "original_bytes": size, "note": note}}
+
+
+def _send_batch(system_id: int, connector: Connector, batch: list[OutboxMessage]) -> tuple[int, bool]:
+    """One call to the sink and what it said, recorded. Returns (delivered, whether to go on)."""
+    try:
+        results = connector.send_events([message.payload for message in batch])
+    except SINK_STOPPED as exc:
+        with transaction.atomic():
+            # Not the events' fault: their attempts are given back and they wait for the sink to be fixed.
+            OutboxMessage.objects.filter(pk__in=[message.pk for message in batch]).update(
+                attempts=F("attempts") - 1, last_error=str(exc)[:4000]
+            )
+            health.record_delivery(system_id, ok=False, reason=str(exc), pause=True)
+        return 0, False
+    except TransientError as exc:
+        now = timezone.now()
+        with transaction.atomic():
+            for message in batch:
+                _retry_or_give_up(message, str(exc), exc.retry_after, now)
+            _save_outcomes(batch)
+            health.record_delivery(system_id, ok=False, reason=str(exc))
+        return 0, False
+    except IntegrationError as exc:
+        with transaction.atomic():
+            for message in batch:
+                message.status, message.last_error = OutboxStatus.FAILED, str(exc)[:4000]
+            _save_outcomes(batch)
+            health.record_delivery(system_id, ok=False, reason=str(exc))
+        return 0, False
+    except Exception as exc:
+        _batch_crashed(batch, exc)
+        raise
+    delivered = _record_results(system_id, connector, batch, results)
+    return delivered, True
+
+
+def _record_results(system_id, connector, batch, results) -> int:
+    said = {result.event_id: result for result in results}
+    now = timezone.now()
+    delivered = 0
+    with transaction.atomic():
+        for message in batch:
+            result = said.get(message.payload["id"])
+            outcome = result.outcome if result is not None else "retry"
+            if outcome == "delivered":
+                message.status, message.delivered_at, message.last_error = OutboxStatus.DELIVERED, now, ""
+                delivered += 1
+            elif outcome == "rejected":
+                message.status = OutboxStatus.FAILED
+                message.last_error = f"{connector.display_name} rejected the event: {result.reason}"[:4000]
+            else:
+                reason = result.reason if result is not None else "the sink said nothing about this event"
+                _retry_or_give_up(message, reason, result.retry_after if result else None, now)
+        _save_outcomes(batch)
+        dead = sum(message.status == OutboxStatus.FAILED for message in batch)
+        health.record_delivery(system_id, ok=True, dead_letters=dead)
+    logger.info("events sent", extra={"integration_id": system_id, "events": len(batch), "delivered": delivered,
+                                      "dead_letters": dead})
+    return delivered
+
+
+def _retry_or_give_up(message: OutboxMessage, reason: str, retry_after: float | None, now: datetime) -> None:
+    if message.attempts >= MAX_ATTEMPTS:
+        message.status = OutboxStatus.FAILED
+        message.last_error = f"gave up after {message.attempts} attempts: {reason}"[:4000]
+        return
+    message.next_attempt_at = now + timedelta(seconds=retry_delay(message.attempts, retry_after))
+    message.last_error = reason[:4000]
+
+
+def _save_outcomes(batch: list[OutboxMessage]) -> None:
+    OutboxMessage.objects.bulk_update(batch, ["status", "delivered_at", "last_error", "next_attempt_at"])
+    for message in batch:
+        if message.status == OutboxStatus.FAILED:
+            logger.error("event is a dead letter", extra={"outbox_message_id": message.pk,
+                                                           "error": message.last_error})
+
+
+def _batch_crashed(batch: list[OutboxMessage], exc: Exception) -> None:
+    """A bug in the connector: counted (the attempts are), retried after the backoff, dead after MAX_ATTEMPTS."""
+    now = timezone.now()
+    with transaction.atomic():
+        for message in batch:
+            _retry_or_give_up(message, f"internal error ({type(exc).__name__}); see the worker log", None, now)
+        _save_outcomes(batch)
+    logger.error("event delivery crashed", extra={"error_type": type(exc).__name__})
 
 __all__ = [
+    "BATCHES_PER_TASK",
     "LEASE_SECONDS",
     "MAX_ATTEMPTS",
     "RETRY_DELAYS",
@@ -258,10 +518,14 @@ __all__ = [
     "claim",
     "deliver",
     "deliver_due_outbox_messages",
+    "deliver_events_of_sink",
     "deliver_outbox_message",
+    "deliver_sink_events",
     "due_messages",
+    "due_sinks",
     "handler_for",
     "queue_delivery",
+    "queue_sink_delivery",
     "register_handler",
     "resend",
     "retry_delay",
