@@ -42,7 +42,8 @@ def finished_log(system, status=RunStatus.SUCCESS, **counts):
     return log
 
 
-PAGES = ["/", "/integrations/", "/sync-logs/", "/assets/", "/changes/", "/directory/users/", "/directory/groups/"]
+PAGES = ["/", "/integrations/", "/sync-logs/", "/assets/", "/changes/", "/directory/users/", "/directory/groups/",
+         "/findings/", "/scans/", "/outbox/"]
 
 
 @pytest.mark.parametrize("url", PAGES)

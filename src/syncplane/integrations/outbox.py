@@ -224,6 +224,30 @@ def resend(message: OutboxMessage, *, grace: timedelta) -> None:
     message.save(update_fields=["status", "attempts", "leased_until", "next_attempt_at"])
 
 
+class NotADeadLetter(Exception):
+    """Only a message that failed for good can be sent again."""
+
+
+# A change message resent is sent by its on_commit task at once; the beat job takes it over only after this.
+RESEND_GRACE = timedelta(seconds=60)
+
+
+def resend_dead_letter(message_id: int) -> OutboxMessage:
+    """An admin's "send it again": the dead letter becomes pending and its delivery is queued (an event goes out
+    with its sink's next batch, before newer ones). Raises NotADeadLetter for any other message."""
+    with transaction.atomic():
+        message = OutboxMessage.objects.select_for_update().select_related("external_system").get(pk=message_id)
+        if message.status != OutboxStatus.FAILED:
+            raise NotADeadLetter(f"only a dead letter can be resent; this message is {message.status}")
+        if message.kind == OutboxKind.EVENT:
+            resend(message, grace=timedelta(0))
+            queue_sink_delivery(message.external_system_id)
+        else:
+            resend(message, grace=RESEND_GRACE)
+            queue_delivery(message.pk)
+    return message
+
+
 def due_messages(now: datetime | None = None) -> list[int]:
     """Pending messages whose time has come and that no live lease holds, oldest first (500 at a time). Events
     are not among them: they go out in batches per sink (deliver_sink_events)."""

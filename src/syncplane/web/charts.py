@@ -18,7 +18,8 @@ def bar_chart(points: list[tuple[object, float]], *, title: str, bad: set | froz
         height = (HEIGHT - 2 * PAD) * value / top
         bars.append((
             "bar bad" if label in bad and value else "bar",
-            f"{PAD + index * step:.1f}", f"{HEIGHT - PAD - height:.1f}", f"{min(max(step - 2, 1), MAX_BAR):.1f}", f"{height:.1f}",
+            f"{PAD + index * step:.1f}", f"{HEIGHT - PAD - height:.1f}", f"{min(max(step - 2, 1), MAX_BAR):.1f}",
+            f"{height:.1f}",
             label, f"{value:g}",
         ))
     return format_html(

@@ -6,6 +6,7 @@ def web(request):
     user = getattr(request, "user", None)
     match = getattr(request, "resolver_match", None)
     section = (match.url_name or "").split("-", 1)[0] if match and match.namespace == "web" else ""
+    section = {"scan": "finding"}.get(section, section)  # pages that belong under another section
     from syncplane.web.urls import NAV
 
     return {"can": abilities(user) if user is not None else {}, "section": section, "nav": NAV}

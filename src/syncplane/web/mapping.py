@@ -224,8 +224,10 @@ class FieldMappingView(RoleRequiredMixin, TemplateView):
                 messages.success(request, f"Saved the field mapping of {system.name} ({len(overrides)} fields).")
                 return HttpResponseRedirect(reverse("web:integration-mapping", args=[pk]))
             for key, problems in serializer.errors.items():
-                editor.add_problems(problems) if key == "field_mapping" else editor.general_errors.extend(
-                    f"{key}: {problem}" for problem in problems)
+                if key == "field_mapping":
+                    editor.add_problems(problems)
+                else:
+                    editor.general_errors.extend(f"{key}: {problem}" for problem in problems)
         messages.error(request, "Not saved: see the messages next to the fields.")
         return self.render_to_response(self.get_context_data(editor=editor), status=400)
 

@@ -36,6 +36,8 @@ urlpatterns = [
     path("findings/<uuid:pk>/<str:decision>/", findings.FindingDecisionView.as_view(), name="finding-decision"),
     path("scans/", findings.ScanListView.as_view(), name="scan-list"),
     path("scans/upload/", findings.ScanUploadView.as_view(), name="scan-upload"),
+    path("outbox/", views.OutboxListView.as_view(), name="outbox-list"),
+    path("outbox/<int:pk>/resend/", views.OutboxResendView.as_view(), name="outbox-resend"),
     path("directory/users/", directory.DirectoryUserListView.as_view(), name="directory-users"),
     path("directory/groups/", directory.DirectoryGroupListView.as_view(), name="directory-groups"),
 ]
@@ -49,4 +51,5 @@ NAV = (
     ("change", "Changes", "web:change-list"),
     ("finding", "Findings", "web:finding-list"),
     ("directory", "Directory", "web:directory-users"),
+    ("outbox", "Outbox", "web:outbox-list"),
 )

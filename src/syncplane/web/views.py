@@ -16,12 +16,13 @@ from django.views.generic import DetailView, TemplateView
 
 from syncplane.core.roles import ADMIN, OPERATOR
 from syncplane.directory.models import DirectoryAccount
+from syncplane.integrations import health, outbox
 from syncplane.integrations.api.serializers import IntegrationSerializer
 from syncplane.integrations.choices import AuthType, Category, RunStatus, SyncMode, SystemType, Trigger
 from syncplane.integrations.engine import SyncAlreadyRunning, start_sync
 from syncplane.integrations.errors import IntegrationError
 from syncplane.integrations.evidence import verify_sync_logs
-from syncplane.integrations.models import ExternalSystem, IntegrationSyncLog
+from syncplane.integrations.models import ExternalSystem, IntegrationSyncLog, OutboxKind, OutboxMessage, OutboxStatus
 from syncplane.integrations.registry import build_connector, get_connector_class, registered_types
 from syncplane.integrations.tasks import queue_sync
 from syncplane.inventory.choices import AssetStatus, AssetType, ComplianceState
@@ -46,6 +47,7 @@ class DashboardView(RoleRequiredMixin, TemplateView):
     def get_context_data(self, **kwargs):
         context = super().get_context_data(**kwargs)
         systems = list(ExternalSystem.objects.live().order_by("name"))
+        outbox = health.outbox_figures()
         since = timezone.now() - timedelta(days=CHART_DAYS)
         runs = list(
             IntegrationSyncLog.objects.filter(finished_at__isnull=False, dry_run=False)
@@ -59,7 +61,7 @@ class DashboardView(RoleRequiredMixin, TemplateView):
         by_day = {row["day"]: row["count"] for row in failures}
         days = [(since + timedelta(days=n + 1)).date() for n in range(CHART_DAYS)]
         context.update(
-            tiles=[_tile(system) for system in systems],
+            tiles=[_tile(system, outbox) for system in systems],
             counts=_counts(),
             runs=runs,
             duration_chart=bar_chart([(r["id"], (r["duration_ms"] or 0) / 1000) for r in runs],
@@ -77,11 +79,12 @@ def _failed_ids(runs) -> set:
     return {r["id"] for r in runs if r["status"] == RunStatus.FAILED}
 
 
-def _tile(system: ExternalSystem) -> dict:
-    next_run = None
-    if system.enabled and system.scheduled and system.last_sync_at:
-        next_run = system.last_sync_at + timedelta(minutes=system.sync_interval_minutes)
-    return {"system": system, "next_run": next_run}
+def _tile(system: ExternalSystem, outbox: dict | None = None) -> dict:
+    """What a tile or a row shows of an integration beyond its columns: its health as the API reports it,
+    the next scheduled run and, for a monitoring sink, its backlog and dead letters."""
+    figures = (outbox or {}).get(system.pk, {})
+    return {"system": system, "health": health.shown_health(system), "next_run": health.next_scheduled_run(system),
+            "backlog": figures.get("backlog", 0), "dead": figures.get("dead", 0)}
 
 
 def _counts() -> list[tuple[str, int, str]]:
@@ -148,7 +151,8 @@ class IntegrationListView(ListPage):
     def get_context_data(self, **kwargs):
         context = super().get_context_data(**kwargs)
         context["filters"].append((self.filters[-1], self.request.GET.get("enabled", "")))
-        context["rows"] = [_tile(system) for system in context["object_list"]]
+        outbox = health.outbox_figures()
+        context["rows"] = [_tile(system, outbox) for system in context["object_list"]]
         return context
 
 
@@ -166,7 +170,7 @@ class IntegrationDetailView(RoleRequiredMixin, DetailView):
         context.update(
             connector=describe(connector),
             modes=[mode for mode in SyncMode.values if connector.supports(mode)],
-            next_run=_tile(system)["next_run"],
+            tile=_tile(system, health.outbox_figures()),
             logs=system.sync_logs.order_by("-queued_at")[:10],
             active=system.sync_logs.filter(status__in=(RunStatus.QUEUED, RunStatus.RUNNING)).first(),
             credential_fields=[(name, bool(value)) for name, value in system.credentials.items()],
@@ -378,7 +382,11 @@ class AssetListView(ListPage):
                ("", "Compliance"), ("", "Assigned to"), ("seen", "Last seen"), ("updated", "Updated"))
 
     def base_queryset(self):
-        return Asset.objects.filter(merged_into__isnull=True)
+        # Only the columns the list shows: the JSON ones (attribute_sources, reasons) are the asset page's.
+        return Asset.objects.filter(merged_into__isnull=True).only(
+            "id", "name", "asset_type", "status", "serial_number", "hostname", "compliance_state", "assigned_to",
+            "last_seen_at", "updated_at", "is_orphaned",
+        )
 
     def get_queryset(self):
         query = super().get_queryset()
@@ -434,3 +442,45 @@ def _changes_naming(asset: Asset):
     from syncplane.changes.models import ChangeRequest
 
     return ChangeRequest.objects.filter(affected_assets=asset).order_by("-created_at")[:20]
+
+
+# --- the outbox --------------------------------------------------------------------------------------------
+
+
+class OutboxListView(ListPage):
+    """What Syncplane sends out (change requests, events), with the dead letters and why they failed."""
+
+    template_name = "web/outbox_list.html"
+    search_fields = ("subject_id", "idempotency_key", "last_error")
+    search_placeholder = "Subject, idempotency key or error"
+    filters = (
+        Filter("status", "Status", "status", [*OutboxStatus.choices]),
+        Filter("kind", "Kind", "kind", [*OutboxKind.choices]),
+    )
+    sorts = {"created": ("created_at", "id"), "next": ("next_attempt_at", "id")}
+    default_sort = "-created"
+    columns = (("created", "Created"), ("", "Kind"), ("", "To"), ("", "Subject"), ("", "Status"), ("", "Attempts"),
+               ("next", "Next attempt"), ("", "Last error"), ("", ""))
+
+    def base_queryset(self):
+        return OutboxMessage.objects.select_related("external_system").defer("payload")
+
+    def get_context_data(self, **kwargs):
+        context = super().get_context_data(**kwargs)
+        context["figures"] = health.summary()["outbox"]
+        return context
+
+
+class OutboxResendView(RoleRequiredMixin, View):
+    """Send a dead letter again (admins)."""
+
+    required_role = ADMIN
+
+    def post(self, request, pk):
+        get_object_or_404(OutboxMessage, pk=pk)
+        try:
+            outbox.resend_dead_letter(pk)
+            messages.success(request, f"Message #{pk} will be sent again.")
+        except outbox.NotADeadLetter as exc:
+            messages.error(request, str(exc))
+        return HttpResponseRedirect(reverse("web:outbox-list") + "?status=failed")
