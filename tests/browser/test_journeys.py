@@ -144,3 +144,19 @@ def test_a_viewer_sees_no_action_buttons(page, make_user, servicenow):
     page.goto("/changes/")
     expect(page.get_by_role("link", name="New change")).to_have_count(0)
     assert page.goto("/integrations/new/").status == 403
+
+
+def test_an_admin_edits_a_field_mapping_and_the_preview_follows(page, make_user, servicenow, screenshot):
+    make_user("admin", username="ada")
+    sign_in(page, "ada")
+    page.goto(f"/integrations/{servicenow.pk}/")
+    page.get_by_role("link", name="Field mapping").click()
+    expect(page.get_by_role("heading", name="Mapped result")).to_be_visible()
+    result = page.locator("#mapping-result")
+    page.get_by_label("Source path of location").fill("location.display_value")
+    page.get_by_label("Steps of location (one JSON object a line)").fill('{"op": "upper"}')
+    expect(result).to_contain_text("FRANKFURT DATA CENTER")  # the sample's site, upper-cased, before any save
+    screenshot(page, "field-mapping")
+    page.get_by_role("button", name="Save the field mapping").click()
+    servicenow.refresh_from_db()
+    assert servicenow.field_mapping["location"]["source"] == "location.display_value"

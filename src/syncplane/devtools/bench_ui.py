@@ -16,9 +16,9 @@ from syncplane.core import roles
 from syncplane.integrations.choices import RunStatus
 from syncplane.integrations.engine import run_sync, start_sync
 from syncplane.inventory.models import Asset
-from syncplane.web.lists import PAGE_SIZE
 
 REQUESTS = 40
+PAGE_SIZE = 50  # rows per list page (syncplane.web.lists.PAGE_SIZE; devtools may not import the web app)
 P95_LIMIT_MS = 150
 UI_TARGETS = {}  # filled per page below: "<page> p95 ms" -> (limit, "max")
 
