@@ -236,8 +236,22 @@ class PolicyCheckedBackend(httpcore.SyncBackend):
         raise httpcore.ConnectError(f"{host} has no address")  # pragma: no cover - _resolve returns at least one
 
 
-def policy_checked_transport(limits: httpx.Limits, allow_insecure: bool | None) -> httpx.HTTPTransport:
-    transport = httpx.HTTPTransport(limits=limits)
+def ca_file_context(ca_file: str) -> ssl.SSLContext | bool:
+    """What to verify TLS with: the system's CAs (True), or those of the operator's PEM bundle (`ca_file`, for a
+    server with a private or self-signed certificate). Verification is never switched off."""
+    if not ca_file:
+        return True
+    try:
+        return ssl.create_default_context(cafile=ca_file)
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigurationError(f"ca_file: cannot read a PEM CA bundle from {ca_file} ({exc.__class__.__name__})") \
+            from None
+
+
+def policy_checked_transport(
+    limits: httpx.Limits, allow_insecure: bool | None, verify: ssl.SSLContext | bool = True
+) -> httpx.HTTPTransport:
+    transport = httpx.HTTPTransport(limits=limits, verify=verify)
     # httpx has no argument for a network backend; its connection pool takes one and uses it for every new
     # connection. httpx and httpcore are pinned in requirements.lock, and a test connects through this.
     transport._pool._network_backend = PolicyCheckedBackend(allow_insecure)
@@ -264,6 +278,7 @@ class HttpClient:
         secrets: Iterable[str] = (),
         sleep: Callable[[float], None] = time.sleep,
         transport: httpx.BaseTransport | None = None,
+        verify: ssl.SSLContext | bool = True,  # an SSLContext with the operator's CA file (self-signed servers)
     ):
         check_outbound_url(base_url, allow_insecure=allow_insecure)
         if max_attempts < 1:
@@ -293,7 +308,7 @@ class HttpClient:
             follow_redirects=False,
             # The hook also runs for requests an auth flow makes (OAuth token requests).
             event_hooks={"request": [self._add_correlation_id]},
-            transport=transport or policy_checked_transport(limits, allow_insecure),
+            transport=transport or policy_checked_transport(limits, allow_insecure, verify),
         )
 
     # --- plumbing -----------------------------------------------------------------------------------
@@ -464,6 +479,7 @@ class HttpClient:
         params: Any = None,
         json: Any = None,
         data: Any = None,
+        content: bytes | None = None,
         headers: dict | None = None,
         expected: Iterable[int] = (200,),
         idempotent: bool | None = None,
@@ -479,7 +495,7 @@ class HttpClient:
         expected = tuple(expected)
         url = self._check_url(url_or_path)
         request = self._client.build_request(
-            method.upper(), url, params=params, json=json, data=data, headers=headers
+            method.upper(), url, params=params, json=json, data=data, content=content, headers=headers
         )
         for _ in range(MAX_REDIRECTS + 1):
             response = self._send(request, expected, idempotent)
