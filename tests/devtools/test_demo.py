@@ -48,10 +48,12 @@ def test_the_banner_lists_every_integration_the_demo_creates_with_its_url(simula
     systems = ExternalSystem.objects.all()
     assert systems.count() == 5  # three CMDBs, Entra ID and the ITSM integration
     for system in systems:
-        assert f"{system.name}" in text and f"http://127.0.0.1:8000/api/v1/integrations/{system.pk}/" in text
+        assert f"{system.name}" in text and f"http://127.0.0.1:8000/integrations/{system.pk}/" in text
     for _system, log in started:
-        assert f"/api/v1/integration-sync-logs/{log.pk}/" in text
-    assert "Integrations (5)" in text and f"/api/v1/changes/{change.pk}/history/" in text
+        assert f"http://127.0.0.1:8000/sync-logs/{log.pk}/" in text
+    assert "Integrations (5)" in text and f"http://127.0.0.1:8000/changes/{change.pk}/" in text
+    # The web UI's dashboard comes first: what a newcomer opens.
+    assert text.index("http://127.0.0.1:8000/  (the dashboard)") < text.index("/api/v1/")
 
 
 def test_the_help_names_what_the_demo_creates():

@@ -2,13 +2,15 @@
 
 Starts the simulators, a Celery worker, Celery beat and the web server as child processes, creates an admin
 user and the demo's integrations pointed at the simulators — three CMDBs (ServiceNow CMDB, Jira Assets,
-Freshservice CMDB), Entra ID, Active Directory (slapd, when installed) and ServiceNow ITSM with one sample
-change request — and queues a sync of each inbound one (full the first time, incremental after a restart).
-A restart with another --simulator-port moves the integrations to it; what their incremental cursors pointed
-at is reset with the address (ExternalSystem.save), so that run is full. Ctrl-C stops every child
-(devtools/supervisor.py says how).
+Freshservice CMDB), Entra ID, Defender for Endpoint, Apple Business Manager, Active Directory (slapd, when
+installed) and ServiceNow ITSM with one sample change request, plus three monitoring sinks (Datadog, Splunk
+HEC, Elastic) that receive every event — and queues a sync of each inbound one (full
+the first time, incremental after a restart). A restart with another --simulator-port moves the integrations
+to it; what their incremental cursors pointed at is reset with the address (ExternalSystem.save), so that run
+is full. Ctrl-C stops every child (devtools/supervisor.py says how).
 """
 
+import json
 import os
 import secrets
 import sys
@@ -30,9 +32,19 @@ from syncplane.integrations.models import ExternalSystem, IntegrationSyncLog, Sy
 from syncplane.integrations.registry import get_connector_class
 from syncplane.integrations.secrets import to_reference
 from syncplane.integrations.tasks import queue_sync
+from syncplane_simulators.android_enterprise import DEFAULT_ENTERPRISE as ANDROID_ENTERPRISE
+from syncplane_simulators.android_enterprise import make_service_account_key
+from syncplane_simulators.apple_business_manager import DEFAULT_CLIENT_ID as APPLE_CLIENT_ID
+from syncplane_simulators.apple_business_manager import DEFAULT_KEY_ID as APPLE_KEY_ID
+from syncplane_simulators.datadog import DEFAULT_API_KEY as DATADOG_API_KEY
+from syncplane_simulators.defender_endpoint import DEFAULT_CLIENT_ID as DEFENDER_CLIENT_ID
+from syncplane_simulators.defender_endpoint import DEFAULT_CLIENT_SECRET as DEFENDER_CLIENT_SECRET
+from syncplane_simulators.defender_endpoint import DEFAULT_TENANT as DEFENDER_TENANT
+from syncplane_simulators.elastic import DEFAULT_ENCODED_KEY as ELASTIC_API_KEY
 from syncplane_simulators.entra_id import DEFAULT_CLIENT_ID as GRAPH_CLIENT_ID
 from syncplane_simulators.entra_id import DEFAULT_CLIENT_SECRET as GRAPH_CLIENT_SECRET
 from syncplane_simulators.entra_id import DEFAULT_TENANT as GRAPH_TENANT
+from syncplane_simulators.splunk_hec import DEFAULT_TOKEN as SPLUNK_HEC_TOKEN
 
 # The three CMDBs of the demo, all pointed at the simulators: they share 60% of their devices, so the
 # inventory shows assets reconciled from several sources.
@@ -64,7 +76,8 @@ DEMO_INTEGRATIONS = [
     },
 ]
 # Entra ID against the Graph simulator (msal's authority pointed at it); members of "Syncplane Operators"
-# (directly or through the nested "Platform Team") get the operator role.
+# (directly or through the nested "Platform Team") get the operator role. Intune's managed devices too: their
+# serials join the CMDBs' laptops, their Entra deviceId the device objects, and they bring compliance.
 DEMO_ENTRA = {
     "name": "Entra ID (simulator)",
     "system_type": SystemType.ENTRA_ID,
@@ -72,8 +85,49 @@ DEMO_ENTRA = {
     "auth_type": AuthType.OAUTH2_CLIENT_CREDENTIALS,
     "credentials": {"client_id": GRAPH_CLIENT_ID, "client_secret": GRAPH_CLIENT_SECRET},
     "config": {"tenant_id": GRAPH_TENANT, "authority_url": "{simulators}/graph/login",
-               "role_mapping": {"Syncplane Operators": "operator"}},
+               "role_mapping": {"Syncplane Operators": "operator"}, "include_intune_devices": True},
 }
+# Defender for Endpoint: machines (the Entra devices' own, by aadDeviceId) with their vulnerabilities and
+# compliance scores; its machines join the assets of the Entra devices whatever order the syncs run in.
+DEMO_DEFENDER = {
+    "name": "Defender for Endpoint (simulator)",
+    "system_type": SystemType.DEFENDER_ENDPOINT,
+    "path": "defender",
+    "auth_type": AuthType.OAUTH2_CLIENT_CREDENTIALS,
+    "credentials": {"client_id": DEFENDER_CLIENT_ID, "client_secret": DEFENDER_CLIENT_SECRET},
+    "config": {"tenant_id": DEFENDER_TENANT, "authority_url": "{simulators}/defender/login",
+               "rate_limit_per_second": 50},
+}
+# Apple Business Manager through the Apple Business API (an API account; its key is made at start): the devices
+# Apple sold the organisation, 60% of them with serials the CMDBs know (in another case now and then).
+DEMO_APPLE = {
+    "name": "Apple Business Manager (simulator)",
+    "system_type": SystemType.APPLE_BUSINESS_MANAGER,
+    "path": "apple/v1",
+    "auth_type": AuthType.OAUTH2_CLIENT_ASSERTION,
+    "credentials": {"client_id": APPLE_CLIENT_ID, "key_id": APPLE_KEY_ID},
+    "config": {"token_url": "{simulators}/apple/auth/oauth2/token", "rate_limit_per_second": 50},
+}
+# Android Enterprise through the Android Management API (a service account; its key is made at start): company
+# phones and personal work profiles, a few company ones with serials of the CMDBs' tablets.
+DEMO_ANDROID = {
+    "name": "Android Enterprise (simulator)",
+    "system_type": SystemType.ANDROID_ENTERPRISE,
+    "path": "android/v1",
+    "auth_type": AuthType.GOOGLE_SERVICE_ACCOUNT,
+    "credentials": {},  # the key file, made at start
+    "config": {"enterprise_id": f"enterprises/{ANDROID_ENTERPRISE}"},
+}
+# Monitoring sinks: every event (sync.completed, change.approved, ...) goes to the three simulators, which keep
+# what they received (GET <simulators>/<path>/_control/received). Created before the first syncs, so those reach them.
+DEMO_SINKS = [
+    {"name": "Datadog (simulator)", "system_type": SystemType.DATADOG, "path": "datadog",
+     "auth_type": AuthType.API_KEY, "credentials": {"api_key": DATADOG_API_KEY}, "config": {}},
+    {"name": "Splunk HEC (simulator)", "system_type": SystemType.SPLUNK_HEC, "path": "splunk",
+     "auth_type": AuthType.API_KEY, "credentials": {"api_key": SPLUNK_HEC_TOKEN}, "config": {"index": "itgov"}},
+    {"name": "Elastic (simulator)", "system_type": SystemType.ELASTIC, "path": "elastic",
+     "auth_type": AuthType.API_KEY, "credentials": {"api_key": ELASTIC_API_KEY}, "config": {}},
+]
 # The ITSM side: a CAB change request submitted to the ServiceNow simulator, approved there by itself.
 DEMO_ITSM = {
     "name": "ServiceNow ITSM (simulator)",
@@ -165,21 +219,59 @@ class Command(BaseCommand):
         simulators = f"http://127.0.0.1:{simulator_port}"
         wait_for(f"{simulators}/servicenow/_control/state", children)
         wait_for(f"http://127.0.0.1:{port}/healthz", children)
+        sinks = [self._integration(spec, simulators) for spec in DEMO_SINKS]
         started = []
         for spec in DEMO_INTEGRATIONS:
             system = self._integration(spec, simulators)
             started.append((system, self._first_sync(system)))
         system = self._integration(DEMO_ENTRA, simulators)
         started.append((system, self._first_sync(system)))
+        system = self._integration(DEMO_DEFENDER, simulators)
+        started.append((system, self._first_sync(system)))
+        system = self._apple_business_manager(simulators)
+        started.append((system, self._first_sync(system)))
+        system = self._android_enterprise(simulators)
+        started.append((system, self._first_sync(system)))
         if directory is not None:
             system = self._active_directory(directory)
             started.append((system, self._first_sync(system)))
         change = self._change_demo(simulators, port, username)
-        self.stdout.write(self.banner(port, simulators, username, password, started, change))
+        self.stdout.write(self.banner(port, simulators, username, password, started, change, sinks))
         children.running = True
         for _system, log in started:
             self._follow(log, children)
         children.wait()
+
+    def _apple_business_manager(self, simulators: str) -> ExternalSystem:
+        """Apple Business Manager through an API account whose P-256 key pair is made at each start: the simulator
+        (which forgets keys when it stops) gets the public half, the integration the private half as an encrypted
+        reference. No key is ever written to a file."""
+        from cryptography.hazmat.primitives.asymmetric import ec
+        from cryptography.hazmat.primitives.serialization import (
+            Encoding,
+            NoEncryption,
+            PrivateFormat,
+            PublicFormat,
+        )
+
+        key = ec.generate_private_key(ec.SECP256R1())
+        private = key.private_bytes(Encoding.PEM, PrivateFormat.PKCS8, NoEncryption()).decode()
+        public = key.public_key().public_bytes(Encoding.PEM, PublicFormat.SubjectPublicKeyInfo).decode()
+        httpx.post(f"{simulators}/apple/_control/keys", json={"client_id": APPLE_CLIENT_ID, "key_id": APPLE_KEY_ID,
+                                                              "public_key": public}, timeout=10).raise_for_status()
+        return self._integration({**DEMO_APPLE, "credentials": {**DEMO_APPLE["credentials"], "private_key": private}},
+                                 simulators)
+
+    def _android_enterprise(self, simulators: str) -> ExternalSystem:
+        """Android Enterprise with a service-account key made at each start, like a key file downloaded from the
+        Cloud console: the simulator (which forgets keys when it stops) gets the public half, the integration the
+        key file as an encrypted reference. No key is ever written to a file."""
+        key, public = make_service_account_key(f"{simulators}/android/token")
+        httpx.post(f"{simulators}/android/_control/service-accounts", json={
+            "client_email": key["client_email"], "public_key_pem": public, "private_key_id": key["private_key_id"],
+        }, timeout=10).raise_for_status()
+        return self._integration({**DEMO_ANDROID, "credentials": {"service_account_key": json.dumps(key)}},
+                                 simulators)
 
     def _admin(self) -> tuple[str, str]:
         """The demo admin; its password is kept in the data folder so a restart can print it again."""
@@ -307,34 +399,39 @@ class Command(BaseCommand):
         queue_sync(log.pk)
         return log
 
-    def banner(self, port, simulators, username, password, started, change=None) -> str:
+    def banner(self, port, simulators, username, password, started, change=None, sinks=()) -> str:
         """What the demo prints once everything runs: every integration it created, with its URL and the
         sync it queued (the ITSM one syncs on the schedule and by webhook)."""
         web = f"http://127.0.0.1:{port}"
         rows = [(system, log) for system, log in started]
         if change is not None and change.external_system_id:
             rows.append((change.external_system, None))
+        width = max(len(system.name) for system, _ in rows) + 1
         integrations = "".join(
-            f"  {system.name:<30} {web}/api/v1/integrations/{system.pk}/"
-            + (f"  (sync {web}/api/v1/integration-sync-logs/{log.pk}/)" if log else "") + "\n"
+            f"  {system.name:<{width}} {web}/integrations/{system.pk}/"
+            + (f"  (sync {web}/sync-logs/{log.pk}/)" if log else "") + "\n"
             for system, log in rows
         )
         first = started[0][0]
         text = (
             self.style.SUCCESS("\nSyncplane demo is running.\n") + "\n"
-            f"  Web / browsable API   {web}/api/v1/\n"
+            f"  Start here            {web}/  (the dashboard)\n"
+            f"  Browsable API         {web}/api/v1/\n"
             f"  Swagger UI            {web}/api/docs/\n"
             f"  Admin                 {web}/admin/\n"
             f"  Log in as             {username} / {password}\n"
-            f"  Simulators            {simulators}/servicenow, /jira, /freshservice, /graph\n"
+            f"  Simulators            {simulators}/servicenow, /jira, /freshservice, /graph, /apple, /android\n"
             f"\n  Integrations ({len(rows)}):\n{integrations}\n"
-            f"  Sync logs             {web}/api/v1/integration-sync-logs/\n"
-            f"  Merged assets         {web}/api/v1/assets/?source_system={first.pk}\n"
-            f"  Directory             {web}/api/v1/directory/users/, {web}/api/v1/directory/groups/\n"
+            f"  Sync logs             {web}/sync-logs/\n"
+            f"  Inventory             {web}/assets/  (merged assets: {web}/api/v1/assets/?source_system={first.pk})\n"
+            f"  Directory             {web}/directory/users/\n"
         )
         if change is not None:
-            text += (f"  Change request        {web}/api/v1/changes/{change.pk}/history/ "
+            text += (f"  Change request        {web}/changes/{change.pk}/ "
                      f"(the simulated CAB approves it within {DEMO_CAB_SECONDS} s)\n")
+        if sinks:
+            text += "\n  Event sinks (what each simulator received):\n" + "".join(
+                f"  {system.name:<{width}} {system.base_url}/_control/received\n" for system in sinks) + "\n"
         return text + (
             f"  From a shell          SYNCPLANE_DEMO=1 .venv/bin/syncplane sync {first.pk} --mode incremental\n"
             f"  Logs                  {settings.DATA_DIR / 'logs'}/\n"
