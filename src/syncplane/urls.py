@@ -2,7 +2,6 @@ from django.conf import settings
 from django.contrib import admin
 from django.http import HttpResponse
 from django.urls import include, path
-from django.views.generic import RedirectView
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from rest_framework.permissions import AllowAny
 from rest_framework.routers import DefaultRouter
@@ -12,12 +11,16 @@ from syncplane.core.auth_views import TokenView
 from syncplane.core.permissions import RolePermission
 from syncplane.core.views import health
 from syncplane.directory.api import DirectoryAccountViewSet, DirectoryGroupViewSet
+from syncplane.findings.api import FindingViewSet, ScanViewSet
 from syncplane.integrations.api.views import (
+    HealthView,
     IntegrationSyncLogViewSet,
     IntegrationTypesViewSet,
     IntegrationViewSet,
+    OutboxMessageViewSet,
     SyncLogOutcomesView,
 )
+from syncplane.integrations.metrics import metrics_view
 from syncplane.inventory.api import AssetViewSet
 
 
@@ -48,6 +51,9 @@ router.register("assets", AssetViewSet, basename="asset")
 router.register("directory/users", DirectoryAccountViewSet, basename="directory-user")
 router.register("directory/groups", DirectoryGroupViewSet, basename="directory-group")
 router.register("changes", ChangeRequestViewSet, basename="change")
+router.register("findings", FindingViewSet, basename="finding")
+router.register("scans", ScanViewSet, basename="scan")
+router.register("outbox", OutboxMessageViewSet, basename="outbox-message")
 
 urlpatterns = [
     # POST signs in (throttled, with a lockout), DELETE revokes the caller's token; the project's parsers.
@@ -55,11 +61,14 @@ urlpatterns = [
     path("api/v1/webhooks/<int:integration_id>/", ChangeWebhookView.as_view(), name="integration-webhook"),
     path("api/v1/integration-sync-logs/<int:log_id>/outcomes/", SyncLogOutcomesView.as_view(),
          name="integration-sync-log-outcomes"),
+    path("api/v1/health/", HealthView.as_view(), name="integration-health"),
     path("api/v1/", include(router.urls)),
     path("api/schema/", ApiSchemaView.as_view(), name="schema"),
     path("api/docs/", ApiDocsView.as_view(url_name="schema"), name="swagger-ui"),
     path("api-auth/", include("rest_framework.urls")),
     path("admin/", admin.site.urls),
     path("healthz", health, name="health"),
-    path("", RedirectView.as_view(pattern_name="api-root"), name="home"),  # until the UI has a dashboard
+    # Prometheus: its own access rule (a bearer token or allowed networks), not the API's roles.
+    path("metrics", metrics_view, name="metrics"),
+    path("", include("syncplane.web.urls")),  # the web UI: / is its dashboard
 ]

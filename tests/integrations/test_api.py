@@ -423,9 +423,9 @@ def test_a_run_shows_its_totals_and_pages_every_outcome(api_as, servicenow):
 # --- first contact (issue 16.15) ---------------------------------------------------------------------------
 
 
-def test_the_root_redirects_to_the_api_root_which_lists_integration_types(api_as, client):
-    home = client.get("/")
-    assert home.status_code == 302 and home["Location"] == "/api/v1/"
+def test_the_root_is_the_dashboard_and_the_api_root_lists_integration_types(api_as, client):
+    home = client.get("/")  # the web UI's dashboard: a newcomer is asked to sign in first
+    assert home.status_code == 302 and home["Location"] == "/login/?next=/"
     root = api_as("viewer").get("/api/v1/")
     assert root.status_code == 200
     assert root.data["integration-types"].endswith("/api/v1/integration-types/")

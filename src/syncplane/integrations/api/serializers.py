@@ -1,14 +1,22 @@
+from datetime import datetime
+
 from django.db.models import Count, Q
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 from rest_framework.reverse import reverse
 
 from syncplane.core.api import JSONObjectField, StrictFieldsMixin
-from syncplane.integrations import field_mapping, secrets
+from syncplane.integrations import field_mapping, health, secrets
 from syncplane.integrations.base import CREDENTIAL_FIELDS, is_secret_field
-from syncplane.integrations.choices import ErrorKind, RecordStatus, RunStatus, SyncMode, SystemType
+from syncplane.integrations.choices import ErrorKind, RecordKind, RecordStatus, RunStatus, SyncMode, SystemType
 from syncplane.integrations.errors import ConfigurationError, IntegrationError
-from syncplane.integrations.models import ExternalSystem, IntegrationSyncLog, SyncRecordOutcome
+from syncplane.integrations.models import (
+    ExternalSystem,
+    IntegrationSyncLog,
+    OutboxMessage,
+    OutboxStatus,
+    SyncRecordOutcome,
+)
 from syncplane.integrations.registry import get_connector_class, registered_types
 
 # The schedule's spacing: at most a week. The beat job looks every 5 minutes, so 0 (and anything below 5)
@@ -51,8 +59,8 @@ class IntegrationSerializer(StrictFieldsMixin, serializers.ModelSerializer):
                          "GET /api/v1/integration-types/. Omitted settings take their defaults.")
     field_mapping = ObjectField(
         required=False,
-        help_text="Overrides of the connector's default mapping: canonical attribute -> {source, transform, map, "
-        "default, date_format}. See docs/runbooks/integration-setup.md.",
+        help_text="Overrides of the connector's default mapping: canonical field -> {source, steps: [{op, ...}]} "
+        "(or the shorthand transform, map, default, date_format). See docs/runbooks/integration-setup.md.",
     )
     enabled = serializers.BooleanField(required=False, help_text=ENABLED_HELP)
     last_sync_status = serializers.ChoiceField(choices=RunStatus.choices, allow_blank=True, read_only=True,
@@ -77,6 +85,26 @@ class IntegrationSerializer(StrictFieldsMixin, serializers.ModelSerializer):
     webhook_secret_status = serializers.SerializerMethodField(
         help_text="Whether a webhook secret is set and how (env, file, vault, enc)."
     )
+    health = serializers.SerializerMethodField(
+        help_text="healthy, degraded (a failure or two in a row, a partial run, dead-lettered events), failing "
+        "(failures in a row, or a sink whose credentials are refused) or disabled. See docs/events.md."
+    )
+    auto_disable_after = serializers.IntegerField(
+        required=False, allow_null=True, min_value=1, max_value=1000,
+        help_text="Disable the integration after this many failures in a row (runs, or deliveries for a sink); "
+        "null (the default): never. Emits integration.unhealthy.",
+    )
+    next_scheduled_run = serializers.SerializerMethodField(
+        help_text="When the schedule syncs it next (the first look of the beat from then on); null when it does "
+        "not (disabled, not scheduled, or a monitoring sink)."
+    )
+    delivery_paused = serializers.SerializerMethodField(
+        help_text="A monitoring sink that refused its credentials: its events wait until an admin saves it."
+    )
+    outbox_backlog = serializers.SerializerMethodField(help_text="Events waiting to be sent to this sink.")
+    outbox_dead_letters = serializers.SerializerMethodField(
+        help_text="Events that failed for good (GET /api/v1/outbox/?status=dead&integration=ID)."
+    )
 
     class Meta:
         model = ExternalSystem
@@ -84,9 +112,27 @@ class IntegrationSerializer(StrictFieldsMixin, serializers.ModelSerializer):
             "id", "name", "system_type", "category", "base_url", "auth_type", "credentials",
             "credentials_status", "webhook_secret", "webhook_secret_status", "config", "field_mapping", "enabled",
             "scheduled", "sync_interval_minutes", "last_sync_at",
-            "last_sync_status", "last_error", "created_at", "updated_at",
+            "last_sync_status", "last_error", "health", "consecutive_failures", "last_success_at",
+            "next_scheduled_run", "auto_disable_after", "disabled_reason", "delivery_paused", "outbox_backlog",
+            "outbox_dead_letters", "created_at", "updated_at",
         ]
-        read_only_fields = ["category", "last_sync_at", "last_sync_status", "last_error"]
+        read_only_fields = ["category", "last_sync_at", "last_sync_status", "last_error", "consecutive_failures",
+                            "last_success_at", "disabled_reason"]
+
+    def get_health(self, obj) -> str:
+        return health.shown_health(obj)
+
+    def get_next_scheduled_run(self, obj) -> datetime | None:
+        return health.next_scheduled_run(obj)
+
+    def get_delivery_paused(self, obj) -> bool:
+        return obj.delivery_paused_at is not None
+
+    def get_outbox_backlog(self, obj) -> int:
+        return getattr(obj, "outbox_backlog", None) or 0
+
+    def get_outbox_dead_letters(self, obj) -> int:
+        return getattr(obj, "outbox_dead_letters", None) or 0
 
     def get_credentials_status(self, obj) -> dict:
         status = {}
@@ -127,7 +173,10 @@ class IntegrationSerializer(StrictFieldsMixin, serializers.ModelSerializer):
         return value
 
     def validate_field_mapping(self, value):
-        problems = field_mapping.validate(value)
+        # The fields a mapping may set are those of the connector's records (assets, directory, findings).
+        system_type = self.instance.system_type if self.instance else self.initial_data.get("system_type")
+        connector = registered_types().get(system_type) if isinstance(system_type, str) else None
+        problems = field_mapping.validate(value, connector.record_kind if connector else RecordKind.ASSET)
         if problems:
             raise serializers.ValidationError(problems)
         return value
@@ -415,7 +464,7 @@ class PreviewRecordSerializer(serializers.Serializer):
 
 class PreviewWarningSerializer(serializers.Serializer):
     field = serializers.CharField(help_text="The canonical attribute of the field mapping concerned.")
-    problem = serializers.ChoiceField(choices=["source_missing", "map_unmatched", "date_format"])
+    problem = serializers.ChoiceField(choices=["source_missing", "map_unmatched", "date_format", "records_fail"])
     message = serializers.CharField()
 
 
@@ -427,8 +476,48 @@ class PreviewSerializer(serializers.Serializer):
     )
 
 
+class PreviewRequestSerializer(StrictFieldsMixin, serializers.Serializer):
+    field_mapping = ObjectField(
+        required=False,
+        help_text="A field mapping to try instead of the saved one, validated as on save; nothing is saved.",
+    )
+
+    def validate_field_mapping(self, value):
+        problems = field_mapping.validate(value, self.context["record_kind"])
+        if problems:
+            raise serializers.ValidationError(problems)
+        return value
+
+
 class RecordOutcomeSerializer(serializers.ModelSerializer):
     class Meta:
         model = SyncRecordOutcome
         fields = ["id", "external_id", "action", "status", "changes", "reason", "raw_payload", "created_at"]
         read_only_fields = fields
+
+
+class OutboxMessageSerializer(serializers.ModelSerializer):
+    integration = serializers.PrimaryKeyRelatedField(source="external_system", read_only=True)
+    integration_name = serializers.CharField(source="external_system.name", read_only=True)
+    dead_letter = serializers.SerializerMethodField(
+        help_text="Failed for good: last_error says why; an admin may resend it (POST .../resend/)."
+    )
+
+    class Meta:
+        model = OutboxMessage
+        fields = [
+            "id", "kind", "integration", "integration_name", "subject_type", "subject_id", "status", "dead_letter",
+            "attempts", "next_attempt_at", "last_error", "created_at", "delivered_at", "idempotency_key",
+            "payload",
+        ]
+        read_only_fields = fields
+
+    def get_dead_letter(self, obj) -> bool:
+        return obj.status == OutboxStatus.FAILED
+
+
+class HealthSummarySerializer(serializers.Serializer):
+    status = serializers.ChoiceField(choices=["ok", "failing"], help_text="failing when any integration is.")
+    integrations = serializers.ListField(child=serializers.DictField())
+    counts = serializers.DictField(child=serializers.IntegerField(), help_text="Integrations per health.")
+    outbox = serializers.DictField(help_text="Events waiting (backlog), dead letters, age of the oldest waiting.")
