@@ -75,16 +75,42 @@ class _Token:
     expires_at: float
 
 
-class OAuth2Auth(httpx.Auth):
+class LockedFlowAuth(httpx.Auth):
+    """An auth whose flow holds a threading lock while it asks for a token or a session (OAuth2Auth, Apple's
+    DEP session): for the synchronous HttpClient only, and the flow is closed as soon as a send fails."""
+
+    requires_request_body = True  # the request may be sent twice (after a 401 or a lost session)
+    requires_response_body = True  # the token or session answer is parsed
+    lock_timeout = 120.0
+
+    def sync_auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
+        # httpx's default wrapper leaves the inner generator to the garbage collector when a send fails;
+        # closing it here releases the lock at once.
+        request.read()
+        flow = self.auth_flow(request)
+        try:
+            outgoing = next(flow)
+            while True:
+                response = yield outgoing
+                response.read()
+                try:
+                    outgoing = flow.send(response)
+                except StopIteration:
+                    return
+        finally:
+            flow.close()
+
+    async def async_auth_flow(self, request):  # pragma: no cover - guard
+        raise RuntimeError(f"{type(self).__name__} is for the synchronous HttpClient")
+        yield request
+
+
+class OAuth2Auth(LockedFlowAuth):
     """OAuth 2.0 client credentials or password grant, with a cached, refreshed access token.
 
     Sync clients only: the token cache is guarded by a threading lock held while the token request is in
     flight, so concurrent requests wait for one token instead of each asking for their own.
     """
-
-    requires_request_body = True  # the request may be sent twice (after a 401)
-    requires_response_body = True  # the token response is parsed
-    lock_timeout = 120.0
 
     def __init__(
         self,
@@ -135,27 +161,6 @@ class OAuth2Auth(httpx.Auth):
         return [v for v in values if v]
 
     # --- the flow -----------------------------------------------------------------------------------
-
-    def sync_auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
-        # httpx's default wrapper leaves the inner generator to the garbage collector when a send fails;
-        # closing it here releases the token lock at once.
-        request.read()
-        flow = self.auth_flow(request)
-        try:
-            outgoing = next(flow)
-            while True:
-                response = yield outgoing
-                response.read()
-                try:
-                    outgoing = flow.send(response)
-                except StopIteration:
-                    return
-        finally:
-            flow.close()
-
-    async def async_auth_flow(self, request):  # pragma: no cover - guard
-        raise RuntimeError("OAuth2Auth is for the synchronous HttpClient")
-        yield request
 
     def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
         access_token = yield from self._valid_token()

@@ -22,7 +22,7 @@ import jwt
 from oauthlib.oauth1 import SIGNATURE_HMAC, SIGNATURE_TYPE_AUTH_HEADER
 from oauthlib.oauth1 import Client as OAuth1Client
 
-from syncplane.integrations.auth import OAuth2Auth
+from syncplane.integrations.auth import LockedFlowAuth, OAuth2Auth
 from syncplane.integrations.errors import AuthenticationError, PermanentError, TransientError
 from syncplane.integrations.http import extract_vendor_message, parse_retry_after
 from syncplane.integrations.secrets import Redactor
@@ -72,10 +72,7 @@ class ClientAssertionAuth(OAuth2Auth):
         return error
 
 
-class DepSessionAuth(httpx.Auth):
-    requires_request_body = True  # the request may be sent twice (after a lost session)
-    requires_response_body = True  # FORBIDDEN is told by the body
-    lock_timeout = 120.0
+class DepSessionAuth(LockedFlowAuth):
 
     def __init__(self, session_url: str, consumer_key: str, consumer_secret: str, access_token: str,
                  access_secret: str):
@@ -91,22 +88,6 @@ class DepSessionAuth(httpx.Auth):
 
     def secret_values(self) -> Iterable[str]:
         return [v for v in (*self._secrets, self._session) if v]
-
-    def sync_auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
-        # As OAuth2Auth does: close the inner flow at once when a send fails, so the lock is released.
-        request.read()
-        flow = self.auth_flow(request)
-        try:
-            outgoing = next(flow)
-            while True:
-                response = yield outgoing
-                response.read()
-                try:
-                    outgoing = flow.send(response)
-                except StopIteration:
-                    return
-        finally:
-            flow.close()
 
     def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
         session = yield from self._valid_session()
