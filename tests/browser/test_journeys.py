@@ -156,7 +156,22 @@ def test_an_admin_edits_a_field_mapping_and_the_preview_follows(page, make_user,
     page.get_by_label("Source path of location").fill("location.display_value")
     page.get_by_label("Steps of location (one JSON object a line)").fill('{"op": "upper"}')
     expect(result).to_contain_text("FRANKFURT DATA CENTER")  # the sample's site, upper-cased, before any save
+    page.get_by_role("heading", name="Raw record").scroll_into_view_if_needed()
     screenshot(page, "field-mapping")
     page.get_by_role("button", name="Save the field mapping").click()
     servicenow.refresh_from_db()
     assert servicenow.field_mapping["location"]["source"] == "location.display_value"
+
+
+@pytest.mark.parametrize("url", ["/", "/assets/", "/integrations/", "/changes/", "/findings/"])
+def test_pages_fit_a_phone_and_work_from_the_keyboard(page, make_user, servicenow, url):
+    make_user("operator", username="pat")
+    sign_in(page, "pat")
+    page.set_viewport_size({"width": 390, "height": 844})
+    page.goto(url)
+    # Nothing wider than the screen: wide tables scroll inside their own box.
+    assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth + 1")
+    page.keyboard.press("Tab")
+    assert page.evaluate("document.activeElement.textContent") == "Skip to content"
+    page.keyboard.press("Enter")
+    assert page.evaluate("location.hash") == "#main"
