@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 BENCH_RECORDS ?= 100000
 
-.PHONY: demo test bench lint venv lock clean
+.PHONY: demo test bench lint venv lock clean screenshots
 
 venv: $(STAMP)
 
@@ -25,6 +25,10 @@ test: venv
 
 bench: venv
 	SYNCPLANE_DEVTOOLS=1 $(BIN)/syncplane bench servicenow --records $(BENCH_RECORDS) --json var/bench-servicenow.json
+
+# The README's screenshots, taken by the browser tests (needs Debian's chromium).
+screenshots: venv
+	SYNCPLANE_SCREENSHOTS_DIR=docs/screenshots $(BIN)/pytest -q tests/browser
 
 lint: venv
 	$(BIN)/ruff check .

@@ -5,6 +5,7 @@ SQLite in the data folder and a Celery broker that needs no server. Production p
 CELERY_BROKER_URL at PostgreSQL and Redis; the code path is the same.
 """
 
+import ipaddress
 import re
 from pathlib import Path
 
@@ -80,11 +81,30 @@ SYNCPLANE_VAULT_PATH_ALLOW = env_list("SYNCPLANE_VAULT_PATH_ALLOW", ["syncplane/
 SYNCPLANE_FULL_SYNC_HOURS = env_int("SYNCPLANE_FULL_SYNC_HOURS", 24, minimum=1)
 # Reconciliation: the identification rules in order, and which system's value wins per attribute.
 SYNCPLANE_IDENTIFICATION_RULES = identification_rules(
-    env_list("SYNCPLANE_IDENTIFICATION_RULES", ["serial_number", "mac_address", "hostname"])
+    # A serial decides first (a re-enrolled machine gets a new Entra deviceId); then the Entra deviceId, which
+    # joins Entra, Intune and Defender records of one machine when they carry no serial in common.
+    env_list("SYNCPLANE_IDENTIFICATION_RULES", ["serial_number", "azure_ad_device_id", "mac_address", "hostname"])
 )
 SYNCPLANE_PRECEDENCE = precedence(env_str("SYNCPLANE_PRECEDENCE", ""))
-# A running sync whose heartbeat is older than this is taken as dead (its worker was killed).
-SYNCPLANE_STALE_RUN_SECONDS = env_int("SYNCPLANE_STALE_RUN_SECONDS", 600, minimum=30)
+# GET /metrics (Prometheus): a bearer token, or a client address in these networks (CIDRs; default loopback).
+SYNCPLANE_METRICS_TOKEN = env_str("SYNCPLANE_METRICS_TOKEN", "")
+if SYNCPLANE_METRICS_TOKEN and len(SYNCPLANE_METRICS_TOKEN) < 16:
+    raise ImproperlyConfigured("SYNCPLANE_METRICS_TOKEN must be at least 16 random characters.")
+SYNCPLANE_METRICS_ALLOW_NETWORKS = env_list("SYNCPLANE_METRICS_ALLOW_NETWORKS", ["127.0.0.1/32", "::1/128"])
+for _network in SYNCPLANE_METRICS_ALLOW_NETWORKS:
+    try:
+        ipaddress.ip_network(_network, strict=False)
+    except ValueError:
+        raise ImproperlyConfigured(
+            f"SYNCPLANE_METRICS_ALLOW_NETWORKS must list networks such as 10.0.0.0/8; got {_network!r}"
+        ) from None
+# The largest scanner report POST /api/v1/scans/ accepts (bytes); Django streams uploads to a temporary file.
+SYNCPLANE_MAX_REPORT_BYTES = env_int("SYNCPLANE_MAX_REPORT_BYTES", 1024**3, minimum=1024)
+# Liveness: a running sync beats (a thread of its worker updates heartbeat_at) every HEARTBEAT_SECONDS, whether it
+# waits or works. Missing DEAD_AFTER beats in a row, it is taken as dead (its worker was killed or cut off): the
+# beat job `requeue_lost_syncs` then fails that attempt and queues a new one that resumes from its checkpoint.
+SYNCPLANE_HEARTBEAT_SECONDS = env_int("SYNCPLANE_HEARTBEAT_SECONDS", 10, minimum=1)
+SYNCPLANE_HEARTBEAT_DEAD_AFTER = env_int("SYNCPLANE_HEARTBEAT_DEAD_AFTER", 3, minimum=2)
 # A queued run that no worker has taken yet is usually waiting behind a long one, not dead (tasks survive a
 # worker's death: acks late); only a task lost before it reached the broker leaves one queued for good.
 SYNCPLANE_STALE_QUEUED_SECONDS = env_int("SYNCPLANE_STALE_QUEUED_SECONDS", 6 * 3600, minimum=60)
@@ -119,6 +139,9 @@ INSTALLED_APPS = [
     "syncplane.inventory",
     "syncplane.directory",
     "syncplane.changes",
+    "syncplane.findings",
+    "django_htmx",
+    "syncplane.web",
 ]
 # demo, bench and simulate: developer tools, with the simulators they drive; never part of a production install.
 SYNCPLANE_DEVTOOLS = env_bool("SYNCPLANE_DEVTOOLS", SYNCPLANE_DEMO)
@@ -133,6 +156,7 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django_htmx.middleware.HtmxMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
@@ -149,6 +173,7 @@ TEMPLATES = [
             "context_processors": [
                 "django.template.context_processors.request",
                 "django.contrib.auth.context_processors.auth",
+                "syncplane.web.context_processors.web",
                 "django.contrib.messages.context_processors.messages",
             ],
         },
@@ -159,7 +184,9 @@ TEMPLATES = [
 def _database() -> dict:
     url = env_str("DATABASE_URL", f"sqlite:///{DATA_DIR / 'syncplane.sqlite3'}")
     try:
-        config = dj_database_url.parse(url, conn_max_age=env_int("SYNCPLANE_DB_CONN_MAX_AGE", 60))
+        # Health checks: a kept connection that a database restart broke is replaced before a request uses it.
+        config = dj_database_url.parse(url, conn_max_age=env_int("SYNCPLANE_DB_CONN_MAX_AGE", 60),
+                                       conn_health_checks=True)
     except Exception as exc:  # dj-database-url raises several types for a bad URL
         raise ImproperlyConfigured(f"DATABASE_URL is not a usable database URL: {exc}") from None
     if config["ENGINE"] == "django.db.backends.sqlite3":
@@ -213,7 +240,7 @@ STORAGES = {
 WHITENOISE_USE_FINDERS = True
 WHITENOISE_AUTOREFRESH = DEBUG
 
-LOGIN_URL = "/api-auth/login/"
+LOGIN_URL = "web:login"
 
 SESSION_COOKIE_HTTPONLY = True
 SESSION_COOKIE_SECURE = env_bool("SYNCPLANE_SECURE_COOKIES", False)
@@ -272,12 +299,23 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
+    "TAGS": [
+        {"name": "Authentication", "description": "Tokens for API clients."},
+        {"name": "Integrations", "description": "Connections to external systems, their syncs, evidence, health "
+                                                "and the outbox of what Syncplane sends out."},
+        {"name": "Inventory", "description": "The reconciled assets and where each value came from."},
+        {"name": "Directory", "description": "Users and groups as the identity syncs left them."},
+        {"name": "Changes", "description": "Change requests for the CAB and the ITSM tools' webhooks."},
+        {"name": "Findings", "description": "Vulnerabilities on assets, images and repositories; scanner uploads."},
+    ],
     # state, from_state and to_state of changes share one choice set: one schema enum, one name.
     "ENUM_NAME_OVERRIDES": {
         "ChangeStateEnum": "syncplane.changes.choices.ChangeState",
         "RunStatusEnum": "syncplane.integrations.choices.RunStatus",
         "RecordStatusEnum": "syncplane.integrations.choices.RecordStatus",
         "AssetStatusEnum": "syncplane.integrations.records.AssetStatus",
+        "FindingStateEnum": "syncplane.integrations.records.FindingState",
+        "SeverityEnum": "syncplane.integrations.records.Severity",
     },
 }
 
@@ -297,6 +335,18 @@ if CELERY_BROKER_URL.startswith("filesystem://"):
     }
 elif not CELERY_BROKER_URL.startswith(("redis://", "rediss://", "amqp://", "amqps://", "memory://")):
     raise ImproperlyConfigured("CELERY_BROKER_URL must be filesystem://, redis://, rediss:// or amqp://.")
+# Redis hands a task that was taken but not acknowledged (acks late: until it ends) to another worker after this
+# long. Longer than the longest sync (its hard time limit), so a running sync's task is not delivered again.
+SYNCPLANE_BROKER_VISIBILITY_TIMEOUT = env_int(
+    "SYNCPLANE_BROKER_VISIBILITY_TIMEOUT", SYNCPLANE_SYNC_HARD_TIME_LIMIT_SECONDS + 600, minimum=60
+)
+if SYNCPLANE_BROKER_VISIBILITY_TIMEOUT <= SYNCPLANE_SYNC_HARD_TIME_LIMIT_SECONDS:
+    raise ImproperlyConfigured(
+        "SYNCPLANE_BROKER_VISIBILITY_TIMEOUT must be longer than SYNCPLANE_SYNC_HARD_TIME_LIMIT_SECONDS "
+        f"({SYNCPLANE_BROKER_VISIBILITY_TIMEOUT} <= {SYNCPLANE_SYNC_HARD_TIME_LIMIT_SECONDS})"
+    )
+if CELERY_BROKER_URL.startswith(("redis://", "rediss://")):
+    CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": SYNCPLANE_BROKER_VISIBILITY_TIMEOUT}
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_RESULT_BACKEND = None
 CELERY_TASK_DEFAULT_QUEUE = "integrations"
@@ -319,6 +369,18 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": 5 * 60.0,
         "options": {"queue": "integrations"},
     },
+}
+CELERY_BEAT_SCHEDULE["requeue-lost-syncs"] = {
+    # Finds running syncs whose heartbeat died with their worker and queues a new attempt from the checkpoint.
+    "task": "syncplane.integrations.tasks.requeue_lost_syncs",
+    "schedule": 20.0,
+    "options": {"queue": "integrations"},
+}
+CELERY_BEAT_SCHEDULE["send-metrics-to-sinks"] = {
+    # The figures of /metrics, to every monitoring sink that takes metrics (Datadog).
+    "task": "syncplane.integrations.tasks.send_metrics_to_sinks",
+    "schedule": 60.0,
+    "options": {"queue": "integrations"},
 }
 CELERY_TIMEZONE = TIME_ZONE
 

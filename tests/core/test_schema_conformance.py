@@ -1,7 +1,7 @@
 """The API keeps the promises of its OpenAPI schema (issue 10.14): schemathesis generates requests for every
 operation of /api/schema/, sends them as the admin through the WSGI app (in-process, on the test database),
 and fails on any server error, any undocumented status code and any response that breaks its declared
-schema. Bounded and derandomized: the same examples on every run, well under a minute and a half."""
+schema. Bounded and derandomized: the same examples on every run, well under two minutes."""
 
 import time
 
@@ -24,8 +24,10 @@ from syncplane.integrations.engine import run_sync, start_sync
 
 pytestmark = pytest.mark.django_db
 
-EXAMPLES_PER_OPERATION = 25
-BUDGET_SECONDS = 80
+EXAMPLES_PER_OPERATION = 20
+BUDGET_SECONDS = 120
+# Checked with data of their own behind every list: tests/findings/test_schema.py.
+CHECKED_ELSEWHERE = ("/api/v1/findings/", "/api/v1/scans/")
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]
 
 
@@ -58,6 +60,8 @@ def test_every_operation_keeps_its_schema(wsgi_app, data):
     failures, tested = [], []
     for result in schema.get_all_operations():
         operation = result.ok()
+        if operation.path.startswith(CHECKED_ELSEWHERE):
+            continue
         if time.monotonic() - started > BUDGET_SECONDS:
             pytest.fail(f"the time budget ran out after {len(tested)} operations: lower EXAMPLES_PER_OPERATION")
 

@@ -86,7 +86,8 @@ def test_a_running_sync_whose_worker_died_is_cancelled_at_once(api_as, serviceno
 
 
 def test_the_heartbeat_beats_while_the_run_waits_so_no_second_run_starts(servicenow, simulator, settings):
-    settings.SYNCPLANE_STALE_RUN_SECONDS = 1  # taken for dead after 1 s of silence; beats every 0.1 s
+    # Taken for dead after 1 s of silence: ten beats of 0.1 s missed.
+    settings.SYNCPLANE_HEARTBEAT_SECONDS, settings.SYNCPLANE_HEARTBEAT_DEAD_AFTER = 0.1, 10
     committed_at = []
     second_trigger = []
     beat = SyncRun._beat
