@@ -25,14 +25,18 @@ class FakeSecurityConnector(Connector):
     def fetch(self, mode, cursor=None, resume=None):
         start = (resume or {}).get("page", 0)
         for index in range(start, len(self.pages)):
+            if isinstance(self.pages[index], BaseException):  # the run stops here (a cancel, an error)
+                raise self.pages[index]
             last = index + 1 == len(self.pages)
             yield Page(records=self.pages[index], resume=None if last else {"page": index + 1})
 
     def map_record(self, raw):
+        if raw.get("error"):  # a failed scan, as the scanner connectors send it: its error and its target
+            raise RecordError(raw["error"])
         return MappedRecord(raw["id"], raw["attributes"], raw)
 
     @classmethod
-    def parse_report(cls, stream):
+    def parse_report(cls, stream, *, target=None):
         lines = iter(stream)
         try:
             header = json.loads(next(lines))
@@ -45,6 +49,8 @@ class FakeSecurityConnector(Connector):
                 item = json.loads(line)
             except ValueError:
                 raise RecordError(f"the report is cut short at line {number}") from None
+            if target is not None:  # the upload names what was scanned: it replaces the report's own
+                item["attributes"]["target"] = target
             yield MappedRecord(item["id"], item["attributes"], item)
 
 

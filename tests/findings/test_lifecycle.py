@@ -1,10 +1,14 @@
 """The finding lifecycle across scans: open, fixed by a complete scan, reopened; de-duplication."""
 
+import io
+import json
+
 import pytest
 
-from syncplane.findings.ingest import ingest_scan
+from syncplane.findings.ingest import ingest_scan, report_records
 from syncplane.findings.models import Finding, FindingEvent, FindingSource, Scan
 from syncplane.integrations.errors import RecordError
+from tests.findings.connector import TOOL
 from tests.findings.factories import IMAGE, finding, summary
 
 pytestmark = pytest.mark.django_db
@@ -103,12 +107,17 @@ def test_records_of_another_tool_are_refused():
     assert not Finding.objects.exists()
 
 
-def test_the_upload_target_names_records_without_one():
-    record = finding()
-    record.attributes.pop("target")
+def test_the_upload_target_replaces_the_reports_through_the_parser(security_connector):
+    without, other = finding(tool=TOOL), finding("CVE-2", "zlib", tool=TOOL)
+    without.attributes.pop("target")
+    lines = [{"tool": TOOL}, {"id": without.external_id, "attributes": without.attributes},
+             {"id": other.external_id, "attributes": other.attributes}]
+    stream = io.BytesIO("\n".join(json.dumps(line) for line in lines).encode())
     target = {"kind": "repository", "ref": "gitlab.example/team/app", "name": "team/app"}
-    ingest_scan(tool="trivy", records=[record], target=target)
-    assert Finding.objects.get().target.ref == "gitlab.example/team/app"
+    ingest_scan(tool=TOOL, records=report_records(TOOL, stream, target))
+    assert set(Finding.objects.values_list("target__ref", flat=True)) == {"gitlab.example/team/app"}
+    with pytest.raises(RecordError, match="target.kind"):
+        report_records(TOOL, io.BytesIO(b""), {"kind": "host", "ref": "web01"})
 
 
 def test_unchanged_reingest_moves_last_seen_only(django_assert_max_num_queries):
@@ -123,15 +132,17 @@ def test_unchanged_reingest_moves_last_seen_only(django_assert_max_num_queries):
 
 
 def test_a_critical_finding_opened_emits_an_event(monkeypatch):
-    sent = []
-    monkeypatch.setattr("syncplane.integrations.events.emit_event",
-                        lambda event_type, **kwargs: sent.append((event_type, kwargs)))
-    ingest_scan(tool="trivy", records=[finding("CVE-1", severity="critical"), finding("CVE-2", "zlib"), summary()],
+    batches = []
+    monkeypatch.setattr("syncplane.integrations.events.emit_events", lambda events: batches.append(list(events)))
+    ingest_scan(tool="trivy", records=[finding("CVE-1", severity="critical"), finding("CVE-2", "zlib"),
+                                       finding("CVE-3", "curl", severity="critical"), summary()],
                 correlation_id="scan-1")
     ingest_scan(tool="trivy", records=[finding("CVE-2", "zlib"), summary()])
     ingest_scan(tool="trivy", records=[finding("CVE-1", severity="critical"), summary()], correlation_id="scan-3")
-    assert [(t, k["data"]["reopened"], k["correlation_id"]) for t, k in sent] == [
-        ("vulnerability.critical", False, "scan-1"), ("vulnerability.critical", True, "scan-3")]
-    assert sent[0][1]["subject"]["type"] == "finding"
+    # One insert per batch: both criticals of the first report together.
+    assert [[(e.type, e.data["reopened"], e.correlation_id) for e in batch] for batch in batches] == [
+        [("vulnerability.critical", False, "scan-1")] * 2, [("vulnerability.critical", True, "scan-3")]]
+    sent = batches[0][0]
+    assert sent.subject["type"] == "finding" and sent.data["vulnerability_id"] == "CVE-1"
     assert Finding.objects.get(vulnerability_id="CVE-1").correlation_id == "scan-3"
-    assert IMAGE["ref"] == sent[0][1]["data"]["target"]["ref"]
+    assert IMAGE["ref"] == sent.data["target"]["ref"]

@@ -72,3 +72,44 @@ def test_a_removed_machine_is_marked_deleted_in_the_inventory(system):
     sync(system, [[machine()]])
     sync(system, [[machine(removed=True)]])
     assert Asset.objects.get().sources.get().deleted_at is not None
+
+
+OTHER = {"kind": "image", "ref": "registry.example/other@sha256:" + "c" * 64, "name": "registry.example/other:2"}
+
+
+def test_completeness_is_per_target_a_failed_record_stops_only_its_own(system):
+    a1, a2 = finding("CVE-1", tool=TOOL), finding("CVE-2", "curl", tool=TOOL)
+    b1, b2 = finding("CVE-3", tool=TOOL, target=OTHER), finding("CVE-4", "zlib", tool=TOOL, target=OTHER)
+    done_a, done_b = raw(summary(tool=TOOL)), raw(summary(tool=TOOL, target=OTHER))
+    sync(system, [[raw(a1), raw(a2), raw(b1), raw(b2)], [done_a, done_b]])
+    # The next pass: A's scan has a record that cannot be used (a severity no scale knows), B's is clean.
+    bad = raw(finding("CVE-5", "musl", tool=TOOL, severity="apocalyptic"))
+    log = sync(system, [[raw(a1), bad, raw(b1)], [done_a, done_b]])
+    assert log.status == RunStatus.PARTIAL
+    assert dict(Finding.objects.values_list("vulnerability_id", "state")) == {
+        "CVE-1": "open", "CVE-2": "open", "CVE-3": "open", "CVE-4": "fixed"}
+    assert Scan.objects.latest("id").status == "partial"
+
+
+def test_a_failure_that_names_its_target_only_in_its_raw_record_counts_too(system):
+    """A record the connector could not map (a failed scan) says which target in its raw payload."""
+    a1, a2 = finding("CVE-1", tool=TOOL), finding("CVE-2", "curl", tool=TOOL)
+    b1, b2 = finding("CVE-3", tool=TOOL, target=OTHER), finding("CVE-4", "zlib", tool=TOOL, target=OTHER)
+    sync(system, [[raw(a1), raw(a2), raw(b1), raw(b2)], [raw(summary(tool=TOOL)),
+                                                        raw(summary(tool=TOOL, target=OTHER))]])
+    failed_scan = {"error": "the scan of other:2 failed (exit code 1)", "target": OTHER}
+    log = sync(system, [[raw(a1), raw(b1), failed_scan], [raw(summary(tool=TOOL)),
+                                                          raw(summary(tool=TOOL, target=OTHER))]])
+    assert log.status == RunStatus.PARTIAL
+    assert dict(Finding.objects.values_list("vulnerability_id", "state")) == {
+        "CVE-1": "open", "CVE-2": "fixed", "CVE-3": "open", "CVE-4": "open"}
+
+
+def test_a_cancelled_run_fixes_nothing(system):
+    from syncplane.integrations.engine import RunCancelled
+
+    a1, a2 = finding("CVE-1", tool=TOOL), finding("CVE-2", "curl", tool=TOOL)
+    sync(system, [[raw(a1), raw(a2)], [raw(summary(tool=TOOL))]])
+    log = sync(system, [[raw(a1)], [raw(summary(tool=TOOL))], RunCancelled()])
+    assert log.status == RunStatus.CANCELLED
+    assert set(Finding.objects.values_list("state", flat=True)) == {"open"}

@@ -21,7 +21,7 @@ from syncplane.core import roles
 from syncplane.core.api import IdFilter, StrictCursorPagination, StrictFieldsMixin
 from syncplane.findings import lifecycle
 from syncplane.findings.choices import SEVERITY_ORDER, FindingState, Severity, TargetKind
-from syncplane.findings.ingest import ingest_scan
+from syncplane.findings.ingest import ingest_scan, report_records
 from syncplane.findings.models import Finding, FindingEvent, FindingSource, Scan, Target
 from syncplane.integrations.choices import Capability
 from syncplane.integrations.errors import RecordError
@@ -114,8 +114,10 @@ class ScanUploadSerializer(StrictFieldsMixin, serializers.Serializer):
     tool = serializers.CharField(max_length=40, help_text="The tool that wrote it: trivy, grype, snyk...")
     target = serializers.CharField(
         required=False, max_length=600,
-        help_text='What was scanned, for reports that do not say: "<kind>:<ref>" with kind image, repository or '
-                  'asset (e.g. "repository:github.com/acme/shop"), or a JSON object {"kind", "ref", "name"}.',
+        help_text='What was scanned; it replaces what the report says (a report without a target, a file-system '
+                  'scan of a machine): "<kind>:<ref>" with kind image, repository or asset (e.g. '
+                  '"repository:github.com/acme/shop", "asset:web01" for the inventory machine web01), or a JSON '
+                  'object {"kind", "ref", "name"}.',
     )
     integration = serializers.PrimaryKeyRelatedField(
         queryset=ExternalSystem.objects.live(), required=False,
@@ -137,9 +139,17 @@ class ScanUploadSerializer(StrictFieldsMixin, serializers.Serializer):
         else:
             kind, _, ref = value.partition(":")
             target = {"kind": kind, "ref": ref, "name": ref}
-        if not isinstance(target, dict) or target.get("kind") not in TargetKind.values or not target.get("ref"):
+        if not isinstance(target, dict) or target.get("kind") not in TargetKind.values \
+                or not isinstance(target.get("ref"), str) or not target["ref"].strip():
             raise serializers.ValidationError(f'must be "<kind>:<ref>", kind one of {", ".join(TargetKind.values)}')
-        return {key: target[key] for key in ("kind", "ref", "name") if isinstance(target.get(key), str)}
+        target = {key: target[key].strip() for key in ("kind", "ref", "name") if isinstance(target.get(key), str)}
+        if target["kind"] == TargetKind.ASSET:
+            # A machine, by its host name (as a scanner integration's configured host): the inventory asset is
+            # found by it, the short name or the FQDN.
+            host = target["ref"].lower()
+            target["ref"] = host
+            target["asset"] = {"hostname": host.split(".", 1)[0], **({"fqdn": host} if "." in host else {})}
+        return target
 
     def validate_file(self, value):
         limit = settings.SYNCPLANE_MAX_REPORT_BYTES
@@ -310,11 +320,10 @@ class ScanViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.Creat
         body = ScanUploadSerializer(data=request.data)
         body.is_valid(raise_exception=True)
         data = body.validated_data
-        connector_class = registered_types()[data["tool"]]
         upload = data["file"]
         try:
             result = ingest_scan(
-                tool=data["tool"], records=connector_class.parse_report(upload), target=data.get("target"),
+                tool=data["tool"], records=report_records(data["tool"], upload, data.get("target")),
                 integration=data.get("integration"), uploaded_by=request.user, filename=upload.name or "",
             )
         except (RecordError, UnicodeDecodeError, ValueError) as exc:

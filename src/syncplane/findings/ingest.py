@@ -3,12 +3,12 @@ transaction, so a report that fails half way (a RecordError from the parser: tru
 record) changes nothing. Memory stays bounded by the batch size whatever the report's size: the parser streams,
 each batch is written and dropped; only the scan summaries (one per target) are kept to the end.
 
-Used by the upload API (POST /api/v1/scans/) and by `syncplane bench findings`.
+Used by the upload API (POST /api/v1/scans/, through `report_records`) and by `syncplane bench findings`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 from django.db import transaction
@@ -22,6 +22,7 @@ from syncplane.findings.models import Scan
 from syncplane.findings.writer import FindingWriter, validate_finding, validate_summary, validate_target
 from syncplane.integrations.base import MappedRecord
 from syncplane.integrations.errors import RecordError
+from syncplane.integrations.registry import registered_types
 
 
 @dataclass
@@ -34,16 +35,24 @@ class ScanResult:
     total: int
 
 
-def ingest_scan(*, tool: str, records: Iterable[MappedRecord], target: dict | None = None, integration=None,
-                correlation_id: str = "", batch_size: int = 1000, uploaded_by=None, filename: str = "") -> ScanResult:
-    """Write a report's findings and apply its complete scan summaries; returns the Scan's counts.
-
-    `target` names what was scanned for reports that do not (records without a target get it). `integration`
-    (an ExternalSystem or its id) makes its findings that integration's; without it they are uploads'. Raises
-    RecordError (nothing written) for a bad record; machine records need an integration.
-    """
+def report_records(tool: str, stream, target: dict | None = None) -> Iterator[MappedRecord]:
+    """The records of an uploaded report, read by its tool's parser. `target` (the upload's field) says what was
+    scanned and replaces whatever the report names, for every record: a report that names no target (a Snyk
+    project without a name) gets one, and a file-system scan (a Trivy `fs` / `rootfs` report, which names a
+    path) lands on the inventory machine it was run on ("asset:web01"). The parser applies it, as it applies a
+    scanner integration's configured host."""
     if target is not None:
         validate_target(target)
+    return registered_types()[tool].parse_report(stream, target=target)
+
+
+def ingest_scan(*, tool: str, records: Iterable[MappedRecord], integration=None, correlation_id: str = "",
+                batch_size: int = 1000, uploaded_by=None, filename: str = "") -> ScanResult:
+    """Write a report's findings and apply its complete scan summaries; returns the Scan's counts.
+
+    `integration` (an ExternalSystem or its id) makes its findings that integration's; without it they are
+    uploads'. Raises RecordError (nothing written) for a bad record; machine records need an integration.
+    """
     integration_id = getattr(integration, "pk", integration)
     correlation_id = correlation_id or get_correlation_id() or ""
     who = f"upload by {uploaded_by.get_username()}" if uploaded_by is not None else "report"
@@ -58,7 +67,7 @@ def ingest_scan(*, tool: str, records: Iterable[MappedRecord], target: dict | No
         )
         findings, batch_summaries = [], []
         for number, record in enumerate(records, start=1):
-            kind = _checked(record, tool, target, number)
+            kind = _checked(record, tool, number)
             (findings if kind == "finding" else batch_summaries).append(record)
             if len(findings) + len(batch_summaries) >= batch_size:
                 _write(writer, findings, batch_summaries, summaries, started)
@@ -81,13 +90,11 @@ def ingest_scan(*, tool: str, records: Iterable[MappedRecord], target: dict | No
                       reopened=counts["reopened"], total=counts["total"])
 
 
-def _checked(record: MappedRecord, tool: str, target: dict | None, number: int) -> str:
+def _checked(record: MappedRecord, tool: str, number: int) -> str:
     attributes = record.attributes
     kind = attributes.get("kind")
     if kind not in ("finding", "scan"):
         raise RecordError(f"record {number}: a report holds findings and scan summaries, not {kind!r} records")
-    if target is not None and not attributes.get("target"):
-        attributes["target"] = target
     if attributes.get("tool") != tool:
         raise RecordError(f"record {number}: reported by {attributes.get('tool')!r}, not {tool!r}")
     try:

@@ -3,9 +3,13 @@
 A page may hold three kinds of records (integrations/records.py):
 - "finding" (FindingRecord): written set-based by the FindingWriter (findings/writer.py);
 - "scan" (ScanSummary): kept until the end of the pass; `finish` then applies the complete ones with the pass's
-  start as cutoff, so a finding seen anywhere in the pass (also before a resume) is not fixed. Only a complete,
-  clean full pass applies them: a run that stops before its end, or one with a record that could not be used
-  (it may be one of the findings a scan reported), fixes nothing;
+  start as cutoff, so a finding seen anywhere in the pass (also before a resume) is not fixed. Completeness is
+  per target: a record that could not be used (it may be one of the findings a scan reported) makes its
+  target's scan incomplete, and the other targets' complete summaries still apply. Its target is the one the
+  sink saw when the record failed validation, else the one its raw record names (`target`, or
+  `attributes.target`: a failed scan of a scanner integration, a page record); a failed record whose target
+  cannot be told stops every summary of the pass. A run that stops before its end (an error, a cancel) never
+  reaches `finish`: it fixes nothing;
 - "machine" (SecurityMachine): an asset of the inventory, written through the asset sink of the same
   integration (sink_for(RecordKind.ASSET)), as the directory sink writes its devices.
 
@@ -20,6 +24,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from django.db.models import Q
 from django.utils import timezone
 
 from syncplane.core.context import get_correlation_id
@@ -28,8 +33,9 @@ from syncplane.findings.lifecycle import expire_decisions
 from syncplane.findings.models import Scan
 from syncplane.findings.writer import BatchPlan, FindingWriter, validate_finding, validate_summary
 from syncplane.integrations.base import MappedRecord
-from syncplane.integrations.choices import RecordAction, RecordKind
+from syncplane.integrations.choices import RecordAction, RecordKind, RecordStatus
 from syncplane.integrations.errors import RecordError
+from syncplane.integrations.models import IntegrationSyncLog, SyncRecordOutcome
 from syncplane.integrations.sinks import PlannedChange, check_external_id, sink_for
 
 MACHINE_KEYS = frozenset({"kind", "removed", "asset"})
@@ -69,8 +75,18 @@ class FindingSink:
         self.summaries: list[dict] = []
         self.tools: set[str] = set()
         self.started_at = timezone.now()
+        self.failed: dict[str, tuple[str, str]] = {}  # external id -> target, of the records validation refused
 
     def validate(self, record: MappedRecord) -> None:
+        try:
+            self._validate(record)
+        except RecordError:
+            target = target_key(record.attributes.get("target") if isinstance(record.attributes, dict) else None)
+            if target is not None:
+                self.failed[str(record.external_id)] = target
+            raise
+
+    def _validate(self, record: MappedRecord) -> None:
         kind = record.attributes.get("kind")
         if kind == "finding":
             validate_finding(record)
@@ -142,23 +158,60 @@ class FindingSink:
 
     def finish(self, *, complete_full_pass: bool, dry_run: bool, now: datetime,
                pass_started_at: datetime | None = None) -> None:
-        """Apply the pass's complete scan summaries (cutoff: the pass's start), link asset targets whose machine
-        arrived later in the pass, and record the pass as a Scan."""
+        """Apply the pass's complete scan summaries of the targets without a failed record (cutoff: the pass's
+        start), link asset targets whose machine arrived later in the pass, and record the pass as a Scan."""
         if dry_run:
             return
         writer = self.writer
+        started = pass_started_at or self.started_at
         writer.link_remaining(now)
-        if complete_full_pass:  # a record that failed may be one a scan reported: then nothing is fixed
-            writer.close_scans(self.summaries, pass_started_at or self.started_at, now)
+        # A clean full pass has no failed record; otherwise ask which targets had one (before a resume too).
+        failed = set() if complete_full_pass else self.failed_targets(started)
+        applied = [] if failed is None else [
+            s for s in self.summaries if s["complete"] and target_key(s["target"]) not in failed]
+        writer.close_scans(applied, started, now)
         expire_decisions(now)
         counts = writer.counts
         if not (counts["total"] or counts["fixed"] or self.summaries):
             return
-        complete = complete_full_pass and bool(self.summaries) and all(s["complete"] for s in self.summaries)
+        complete = bool(self.summaries) and len(applied) == len(self.summaries)
         scan = Scan.objects.create(
             tool=", ".join(sorted(self.tools))[:40], integration_id=self.system_id,
             status=ScanStatus.COMPLETE if complete else ScanStatus.PARTIAL,
-            correlation_id=writer.correlation_id, started_at=pass_started_at or self.started_at, finished_at=now,
-            **counts,
+            correlation_id=writer.correlation_id, started_at=started, finished_at=now, **counts,
         )
         scan.targets.add(*writer.seen_target_ids)
+
+    def failed_targets(self, pass_started_at: datetime) -> set[tuple[str, str]] | None:
+        """(kind, ref) of each target with a record of this pass that could not be used (the engine's failed
+        outcomes of this integration since the pass began, resumed runs' included); None when one of them
+        names no target: then no scan of the pass can be called complete."""
+        runs = IntegrationSyncLog.objects.filter(external_system_id=self.system_id).filter(
+            Q(finished_at__isnull=True) | Q(finished_at__gte=pass_started_at))
+        failures = SyncRecordOutcome.objects.filter(sync_log__in=runs, status=RecordStatus.FAILED,
+                                                    created_at__gte=pass_started_at)
+        targets = set()
+        for external_id, raw in failures.values_list("external_id", "raw_payload").iterator():
+            target = self.failed.get(external_id) or failed_target(raw)
+            if target is None:
+                return None
+            targets.add(target)
+        return targets
+
+
+def failed_target(raw) -> tuple[str, str] | None:
+    """The target a failed record's raw payload names: a failed scan's `target`, a page record's
+    `attributes.target`."""
+    if not isinstance(raw, dict):
+        return None
+    attributes = raw.get("attributes")
+    return target_key(raw.get("target")) or target_key(attributes.get("target") if isinstance(attributes, dict)
+                                                       else None)
+
+
+def target_key(target) -> tuple[str, str] | None:
+    """(kind, ref) of a target object, None when it is not one."""
+    if isinstance(target, dict) and isinstance(target.get("kind"), str) and isinstance(target.get("ref"), str) \
+            and target["ref"]:
+        return target["kind"], target["ref"]
+    return None

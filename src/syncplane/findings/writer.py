@@ -1,9 +1,10 @@
 """Writes batches of finding records set-based; shared by the engine's sink and by report ingestion.
 
-Per batch: one query reads the targets the batch names, one (per 500 keys) reads the existing findings with
-their sources; new findings, sources and history rows are inserted with executemany (core.bulk.Table); a
-finding whose source reported exactly what it reported last time only has its last_seen_at moved, in one
-UPDATE per table. Never one query per record.
+Per batch: one query reads the targets the batch names; one reads this origin's sources of the batch by their
+keys, with their fingerprints: a finding whose source reported exactly what it reported last time (the common
+case of a re-scan) is unchanged, and only its last_seen_at moves, in one UPDATE by key per table. Only the rest
+(new, changed, no longer present, fixed) is read in full, in one more query. New findings, sources and history
+rows are inserted set-based (core.bulk.Table). Never one query per record.
 
 The lifecycle (docs/runbooks/security-findings.md):
 - a reported finding that is new opens; one that was fixed reopens; accepted and false-positive stay so;
@@ -11,8 +12,12 @@ The lifecycle (docs/runbooks/security-findings.md):
   target's findings that it did not report as no longer present (`close_scans`); a finding with no present
   source left is fixed (open and accepted ones; a false positive stays one). A partial scan, or none, fixes
   nothing;
-- each state change is a FindingEvent row (who, when, why, correlation id); a critical finding that opens or
-  reopens emits `vulnerability.critical` in the same transaction.
+- each state change is a FindingEvent row (who, when, why, correlation id); the critical findings a batch opens
+  or reopens emit `vulnerability.critical`, in one insert, in the same transaction.
+
+"Last seen" is when a scan last reported the finding (the source: by this tool and origin; the finding: by any):
+an unchanged finding's report moves it. Closing a complete scan relies on it: what this origin's tool has not
+reported since the scan began is what the scan no longer reports.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ from typing import Any, NamedTuple
 
 import orjson
 from django.db import connection
+from django.db.models import Exists, OuterRef
 
 from syncplane.core.bulk import Table, chunks, max_lengths, misfits
 from syncplane.findings.choices import FindingState, Severity, TargetKind
@@ -66,6 +72,7 @@ SOURCE_COLUMNS = ("id", "key", "finding_id", "tool", "integration_id", "attribut
 SOURCE_UPDATE_COLUMNS = ("attributes", "fingerprint", "present", "last_seen_at", "updated_at")
 EVENT_COLUMNS = ("finding_id", "from_state", "to_state", "actor", "reason", "expires_at", "correlation_id",
                  "created_at")
+LOOKUP_SLICE = 1000  # keys per IN list: one statement per batch of the sink's pages and of an upload
 
 
 def _hash(*parts: str) -> str:
@@ -108,18 +115,24 @@ def validate_target(target) -> None:
         raise RecordError("target.asset must be an object of asset attributes")
 
 
+_last_valid_target: list = [None]  # held, so its id cannot be reused by another object
+
+
 def _string_list(value) -> bool:
-    return isinstance(value, list) and all(isinstance(item, str) for item in value)
+    return type(value) is list and all(type(item) is str for item in value)
 
 
 def validate_finding(record: MappedRecord) -> None:
     """A finding record must follow the record contract and fit the columns it is written to."""
     attributes = record.attributes
-    unknown = set(attributes) - FINDING_KEYS
-    if unknown:
-        raise RecordError(f"unknown finding attributes: {', '.join(sorted(unknown))}")
+    if not FINDING_KEYS.issuperset(attributes):  # runs for every record: the set is built only for the error
+        raise RecordError(f"unknown finding attributes: {', '.join(sorted(set(attributes) - FINDING_KEYS))}")
     check_external_id(record.external_id, EXTERNAL_ID_MAX)
-    validate_target(attributes.get("target"))
+    target = attributes.get("target")
+    # A parser gives every finding of a target the same target object: checked once, not once per finding.
+    if target is not _last_valid_target[0]:
+        validate_target(target)
+        _last_valid_target[0] = target
     for name in ("vulnerability_id", "tool"):
         value = attributes.get(name)
         if not isinstance(value, str) or not value.strip():
@@ -180,9 +193,9 @@ class BatchPlan:
     new: list[NewFinding] = field(default_factory=list)
     new_sources: list[tuple] = field(default_factory=list)  # (finding id, skey, record, source fp)
     changed_sources: list[tuple] = field(default_factory=list)  # (source id, record, source fp)
-    touched_sources: list = field(default_factory=list)
+    touched_sources: list = field(default_factory=list)  # source keys: only last_seen_at moves
     finding_updates: list[tuple] = field(default_factory=list)  # (finding id, values, fp)
-    touched_findings: list = field(default_factory=list)
+    touched_findings: list = field(default_factory=list)  # finding keys: only last_seen_at moves
     reopened: list[tuple] = field(default_factory=list)  # (finding id, from state, values, (kind, ref))
     summaries: list[dict] = field(default_factory=list)
     targets: dict = field(default_factory=dict)  # (kind, ref) -> the target dict a record gave
@@ -226,7 +239,7 @@ class FindingWriter:
 
     def plan(self, findings: list[MappedRecord], summaries: list[MappedRecord]) -> BatchPlan:
         plan = BatchPlan()
-        latest: dict[str, tuple[MappedRecord, dict, set]] = {}
+        latest: dict[str, tuple[MappedRecord, set]] = {}
         for record in findings:
             target = record.attributes["target"]
             plan.targets.setdefault((target["kind"], target["ref"]), target)
@@ -235,21 +248,28 @@ class FindingWriter:
             previous = latest.get(key)
             paths = set(record.attributes.get("locations") or ())
             if previous is not None:
-                paths |= previous[2]
-            latest[key] = (record, target, paths)
+                paths |= previous[1]
+            latest[key] = (record, paths)
         for record in summaries:
             target = record.attributes["target"]
             plan.targets.setdefault((target["kind"], target["ref"]), target)
             plan.summaries.append(record.attributes)
         plan.target_ids = self._existing_targets(list(plan.targets))
-        existing = self._existing(list(latest))
-        for key, (record, _target, paths) in latest.items():
+        reported: dict[str, tuple[str, MappedRecord, str]] = {}  # source key -> (finding key, record, source fp)
+        for key, (record, paths) in latest.items():
             attributes = record.attributes
             if paths != set(attributes.get("locations") or ()):
                 attributes = {**attributes, "locations": sorted(paths)}
                 record = MappedRecord(record.external_id, attributes, record.raw)
-            skey = source_key(key, attributes["tool"], self.integration_id)
-            source_fp = fingerprint(attributes)
+            reported[source_key(key, attributes["tool"], self.integration_id)] = (key, record, fingerprint(attributes))
+        unchanged = self._unchanged({skey: fp for skey, (_key, _record, fp) in reported.items()})
+        for skey in unchanged:
+            plan.touched_sources.append(skey)
+            plan.touched_findings.append(reported.pop(skey)[0])
+        plan.still_open += len(unchanged)
+        existing = self._existing([key for key, _record, _fp in reported.values()]) if reported else {}
+        for skey, (key, record, source_fp) in reported.items():
+            attributes = record.attributes
             row = existing.get(key)
             if row is None:
                 values = _values(attributes)
@@ -262,7 +282,7 @@ class FindingWriter:
             elif source[1] != source_fp or not source[2]:
                 plan.changed_sources.append((source[0], record, source_fp))
             else:
-                plan.touched_sources.append(source[0])
+                plan.touched_sources.append(skey)
             reopen = row.state == FindingState.FIXED
             values = None
             if source is None or source[1] != source_fp:
@@ -278,13 +298,30 @@ class FindingWriter:
                 else:
                     values = None
             if values is None:
-                plan.touched_findings.append(row.id)
+                plan.touched_findings.append(key)
             if reopen:
                 plan.reopened.append((row.id, row.state, values or _values(attributes), target_of(record)))
                 plan.changes.append(PlannedChange(record.external_id, RecordAction.RESTORE, None))
             else:
                 plan.still_open += 1
         return plan
+
+    @staticmethod
+    def _unchanged(reported: dict[str, str]) -> set[str]:
+        """The source keys (of source key -> fingerprint) whose source reported exactly this last time, is still
+        present, and whose finding is not fixed: nothing to write but last_seen_at. One query per batch."""
+        unchanged = set()
+        sources, findings = FindingSource._meta.db_table, Finding._meta.db_table
+        with connection.cursor() as cursor:
+            for part in chunks(list(reported), LOOKUP_SLICE):
+                marks = ", ".join(["%s"] * len(part))
+                cursor.execute(
+                    f"SELECT s.key, s.fingerprint FROM {sources} s JOIN {findings} f ON f.id = s.finding_id "  # noqa: S608
+                    f"WHERE s.key IN ({marks}) AND s.present = %s AND f.state <> %s",
+                    [*part, True, FindingState.FIXED],
+                )
+                unchanged.update(skey for skey, fp in cursor.fetchall() if reported[skey] == fp)
+        return unchanged
 
     def _existing_targets(self, keys: list[tuple[str, str]]) -> dict:
         found = {}
@@ -300,11 +337,11 @@ class FindingWriter:
 
     @staticmethod
     def _existing(keys: list[str]) -> dict[str, ExistingFinding]:
-        """key -> the finding with its sources, in one query per 500 keys (raw SQL, as the inventory sink)."""
+        """key -> the finding with its sources (raw SQL, as the inventory sink): the findings a batch changes."""
         found: dict[str, ExistingFinding] = {}
         findings, sources = Finding._meta.db_table, FindingSource._meta.db_table
         with connection.cursor() as cursor:
-            for part in chunks(keys):
+            for part in chunks(keys, LOOKUP_SLICE):
                 marks = ", ".join(["%s"] * len(part))
                 cursor.execute(
                     f"SELECT f.key, f.id, f.state, f.severity, f.fingerprint, f.locations, f.target_id, "  # noqa: S608
@@ -371,13 +408,14 @@ class FindingWriter:
         return (uuid.uuid4(), skey, finding_id, record.attributes["tool"], self.integration_id, record.attributes,
                 fp, True, now, now, now)
 
-    def _touch(self, model, ids: list, now: datetime) -> None:
+    def _touch(self, model, keys: list[str], now: datetime) -> None:
+        """Move last_seen_at of the rows with these keys (unique, indexed): one UPDATE per batch."""
         table = connection.ops.quote_name(model._meta.db_table)
         seen_at = self.findings.adapt_value("last_seen_at", now)
         with connection.cursor() as cursor:
-            for part in chunks(ids):
+            for part in chunks(keys, LOOKUP_SLICE):
                 marks = ", ".join(["%s"] * len(part))
-                cursor.execute(f"UPDATE {table} SET last_seen_at = %s WHERE id IN ({marks})",  # noqa: S608
+                cursor.execute(f"UPDATE {table} SET last_seen_at = %s WHERE key IN ({marks})",  # noqa: S608
                                [seen_at, *part])
 
     def _write_targets(self, plan: BatchPlan, now: datetime) -> dict:
@@ -426,32 +464,35 @@ class FindingWriter:
     def _emit_critical(self, critical: list, plan: BatchPlan, target_ids: dict) -> None:
         if not critical:
             return
-        from syncplane.integrations.events import emit_event  # written by the events module's owner
+        from syncplane.integrations.events import DomainEvent, emit_events  # written by the events module's owner
 
-        for finding_id, values, target, reopened in critical:
-            target_attributes = plan.targets.get(target, {})
-            emit_event(
+        emit_events(
+            DomainEvent(
                 "vulnerability.critical",
-                subject={"type": "finding", "id": str(finding_id),
-                         "name": f"{values['vulnerability_id']} in {values['package_name']} "
-                                 f"{values['installed_version']}".strip()},
-                data={
+                {"type": "finding", "id": str(finding_id),
+                 "name": f"{values['vulnerability_id']} in {values['package_name']} "
+                         f"{values['installed_version']}".strip()},
+                {
                     "vulnerability_id": values["vulnerability_id"], "severity": values["severity"],
                     "cvss_score": values["cvss_score"], "package_name": values["package_name"],
                     "installed_version": values["installed_version"], "fixed_version": values["fixed_version"],
-                    "target": {"kind": target[0], "ref": target[1], "name": target_attributes.get("name", "")},
+                    "target": {"kind": target[0], "ref": target[1],
+                               "name": plan.targets.get(target, {}).get("name", "")},
                     "asset_id": str(target_ids[target][1]) if target_ids[target][1] else None,
                     "reopened": reopened,
                 },
-                correlation_id=self.correlation_id,
+                self.correlation_id,
             )
+            for finding_id, values, target, reopened in critical
+        )
 
     # --- closing complete scans ------------------------------------------------------------------------
 
     def close_scans(self, summaries: list[dict], cutoff: datetime, now: datetime) -> int:
         """Apply the complete scan summaries: this origin's sources of each summarised target (by its tool)
         that were not reported since `cutoff` are no longer present; findings left with no present source are
-        fixed. Returns how many findings were fixed."""
+        fixed. Set-based: a few statements per tool and slice of targets, whatever the findings' number.
+        Returns how many findings were fixed."""
         per_tool: dict[str, set[tuple[str, str]]] = defaultdict(set)
         for summary in summaries:
             if summary.get("complete") is True:
@@ -465,29 +506,25 @@ class FindingWriter:
         return fixed
 
     def _close(self, tool: str, target_ids: list[int], cutoff: datetime, now: datetime) -> int:
-        gone = FindingSource.objects.filter(
-            tool=tool, integration_id=self.integration_id, present=True, last_seen_at__lt=cutoff,
-            finding__target_id__in=target_ids,
-        )
-        rows = list(gone.values_list("pk", "finding_id"))
-        for part in chunks([pk for pk, _finding in rows]):
-            FindingSource.objects.filter(pk__in=part).update(present=False, updated_at=now)
-        affected = sorted({finding_id for _pk, finding_id in rows})
-        fixed = 0
-        for part in chunks(affected):
-            fixable = (Finding.objects.filter(pk__in=part, state__in=(FindingState.OPEN, FindingState.ACCEPTED))
-                       .exclude(sources__present=True))
-            rows = list(fixable.values_list("pk", "state"))
-            if not rows:
-                continue
-            Finding.objects.filter(pk__in=[pk for pk, _state in rows]).update(
-                state=FindingState.FIXED, fixed_at=now, state_changed_at=now, state_changed_by=self.actor,
-                state_reason="", state_expires_at=None, updated_at=now,
-            )
-            self.events.insert((pk, state, FindingState.FIXED, self.actor, f"not reported by a complete {tool} scan",
-                                None, self.correlation_id, now) for pk, state in rows)
-            fixed += len(rows)
-        return fixed
+        origin = {"tool": tool, "integration_id": self.integration_id}
+        FindingSource.objects.filter(
+            **origin, present=True, last_seen_at__lt=cutoff, finding__target_id__in=target_ids,
+        ).update(present=False, updated_at=now)
+        # Fixed: the open and accepted findings of these targets that this tool no longer reports (its source
+        # is not present) and no other tool does either.
+        fixable = Finding.objects.filter(
+            Exists(FindingSource.objects.filter(finding=OuterRef("pk"), present=False, **origin)),
+            target_id__in=target_ids, state__in=(FindingState.OPEN, FindingState.ACCEPTED),
+        ).exclude(Exists(FindingSource.objects.filter(finding=OuterRef("pk"), present=True)))
+        # Locked (PostgreSQL) so that the history rows name exactly the findings the UPDATE fixes.
+        rows = list(fixable.select_for_update().values_list("pk", "state"))
+        if not rows:
+            return 0
+        fixable.update(state=FindingState.FIXED, fixed_at=now, state_changed_at=now, state_changed_by=self.actor,
+                       state_reason="", state_expires_at=None, updated_at=now)
+        self.events.insert((pk, state, FindingState.FIXED, self.actor, f"not reported by a complete {tool} scan",
+                            None, self.correlation_id, now) for pk, state in rows)
+        return len(rows)
 
     def link_remaining(self, now: datetime) -> None:
         """After a pass: asset targets seen before their machine's asset existed (Defender lists machines after

@@ -300,10 +300,11 @@ class Connector:
 
     # --- scanners (Capability.REPORT_UPLOAD) -------------------------------------------------------
     @classmethod
-    def parse_report(cls, stream) -> Iterator[MappedRecord]:
+    def parse_report(cls, stream, *, target: dict | None = None) -> Iterator[MappedRecord]:
         """Stream a report file (binary file object) of this tool into finding records (record_kind "finding"),
         in bounded memory. Raises RecordError for a file that is not this tool's report, or is cut short;
-        the caller writes nothing from a report that fails."""
+        the caller writes nothing from a report that fails. `target` (a FindingTarget), when given, replaces
+        what the report says was scanned, in every record (the upload's `target` field)."""
         raise NotImplementedError
 
     def external_id(self, raw: Any) -> str:

@@ -16,7 +16,7 @@ from syncplane.core.roles import OPERATOR
 from syncplane.findings import lifecycle
 from syncplane.findings.api import ScanUploadSerializer, upload_tools
 from syncplane.findings.choices import FindingState, Severity
-from syncplane.findings.ingest import ingest_scan
+from syncplane.findings.ingest import ingest_scan, report_records
 from syncplane.findings.models import Finding, Scan
 from syncplane.integrations.errors import RecordError
 from syncplane.integrations.registry import registered_types
@@ -146,9 +146,8 @@ class ScanUploadView(RoleRequiredMixin, TemplateView):
         upload = data["file"]
         try:
             result = ingest_scan(
-                tool=data["tool"], records=registered_types()[data["tool"]].parse_report(upload),
-                target=data.get("target"), integration=data.get("integration"), uploaded_by=request.user,
-                filename=upload.name or "",
+                tool=data["tool"], records=report_records(data["tool"], upload, data.get("target")),
+                integration=data.get("integration"), uploaded_by=request.user, filename=upload.name or "",
             )
         except (RecordError, UnicodeDecodeError, ValueError) as exc:
             errors = {"file": [f"the report was refused, nothing was written: {exc}"]}

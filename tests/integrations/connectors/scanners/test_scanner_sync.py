@@ -75,7 +75,7 @@ def test_a_later_scan_fixes_what_it_no_longer_reports(integration, trivy):
     assert not Finding.objects.filter(target__name=WORKER, state="fixed").exists()
 
 
-def test_a_failed_scan_is_a_record_error_and_fixes_nothing(integration, trivy):
+def test_a_failed_scan_is_a_record_error_and_fixes_nothing_of_its_target(integration, trivy):
     sync(integration)
     trivy.plan(API, report=sr.trivy_report(60, image=API, changed=0.1))
     trivy.plan(WORKER, exit=1, stderr="FATAL\tunable to initialize the vulnerability DB: --skip-db-update cannot "
@@ -85,9 +85,11 @@ def test_a_failed_scan_is_a_record_error_and_fixes_nothing(integration, trivy):
     (failure,) = SyncRecordOutcome.objects.filter(sync_log=log, status="failed")
     assert failure.external_id == f"scan:trivy:{WORKER}"
     assert "exit code 1" in failure.reason and "--skip-db-update cannot be specified" in failure.reason
-    # The API image was scanned and its new findings written, but a pass with a failed record fixes nothing.
+    # The API image's scan was complete: what it no longer reports is fixed. The worker's failed: nothing of it.
     assert Finding.objects.filter(target__name=API).count() > expected(60, 1)
-    assert not Finding.objects.filter(state="fixed").exists()
+    assert Finding.objects.filter(target__name=API, state="fixed").count() == log.records_created > 0
+    assert not Finding.objects.filter(target__name=WORKER, state="fixed").exists()
+    assert Scan.objects.filter(integration=integration).latest("id").status == "partial"
 
 
 def test_dry_run_writes_nothing(integration):

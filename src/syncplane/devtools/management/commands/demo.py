@@ -240,7 +240,49 @@ class Command(BaseCommand):
         children.running = True
         for _system, log in started:
             self._follow(log, children)
+        self._scan_reports(username)
         children.wait()
+
+    def _scan_reports(self, username: str) -> list:
+        """Once the first syncs have filled the inventory: one generated report of each scanner, uploaded as the
+        admin through the upload API's own path (its serializer, the tool's parser, ingest_scan), so assets show
+        findings: a Trivy file-system scan of a server the inventory knows (target asset:<its host name>), a
+        Grype scan of an image and a Snyk project. Returns the Scans (none if the inventory has no host yet)."""
+        from django.core.files.uploadedfile import SimpleUploadedFile
+
+        from syncplane.devtools import scan_reports
+        from syncplane.findings.api import ScanUploadSerializer
+        from syncplane.findings.ingest import ingest_scan, report_records
+        from syncplane.findings.models import Scan
+        from syncplane.inventory.models import Asset
+
+        host = (Asset.objects.filter(asset_type="server").exclude(hostname="").order_by("hostname").first()
+                or Asset.objects.exclude(hostname="").order_by("hostname").first())
+        if host is None:
+            self.stdout.write(self.style.WARNING("No scanner reports uploaded: the inventory has no host yet"))
+            return []
+        user = get_user_model().objects.get(username=username)
+        reports = [
+            ("trivy", scan_reports.trivy_report(40, image="/", artifact_type="filesystem"),
+             f"asset:{host.hostname}"),
+            ("grype", scan_reports.grype_report(30, seed=2), None),
+            ("snyk", scan_reports.snyk_project(25, seed=3), None),
+        ]
+        scans = []
+        for tool, report, target in reports:
+            body = ScanUploadSerializer(data={
+                "file": SimpleUploadedFile(f"demo-{tool}.json", scan_reports.report_bytes(report)), "tool": tool,
+                **({"target": target} if target else {}),
+            })
+            body.is_valid(raise_exception=True)
+            data = body.validated_data
+            result = ingest_scan(tool=tool, records=report_records(tool, data["file"], data.get("target")),
+                                 uploaded_by=user, filename=data["file"].name)
+            scans.append(Scan.objects.get(pk=result.scan_id))
+        self.stdout.write(self.style.SUCCESS(
+            f"Scanner reports uploaded: Trivy of {host.hostname}, Grype of an image, Snyk of a project "
+            f"({sum(scan.total for scan in scans)} findings)"))
+        return scans
 
     def _apple_business_manager(self, simulators: str) -> ExternalSystem:
         """Apple Business Manager through an API account whose P-256 key pair is made at each start: the simulator
@@ -425,6 +467,7 @@ class Command(BaseCommand):
             f"  Sync logs             {web}/sync-logs/\n"
             f"  Inventory             {web}/assets/  (merged assets: {web}/api/v1/assets/?source_system={first.pk})\n"
             f"  Directory             {web}/directory/users/\n"
+            f"  Findings              {web}/findings/  (scanner reports uploaded once the first syncs end)\n"
         )
         if change is not None:
             text += (f"  Change request        {web}/changes/{change.pk}/ "
