@@ -209,3 +209,77 @@ def test_the_change_outbox_is_not_touched_by_the_sinks(recording_sink):
     make_all_due()
     assert outbox.due_messages() == []
     assert RecordingSink.calls == []
+
+
+def outbox_writes(queries):
+    return [q["sql"] for q in queries if q["sql"].startswith("UPDATE") and "integrations_outboxmessage" in q["sql"]]
+
+
+def test_a_batch_costs_the_same_statements_whatever_its_size(recording_sink, monkeypatch):
+    """Delivered events are marked with one UPDATE ... WHERE id IN (...) per batch, not a statement (nor a CASE
+    branch) per event: the database work of a batch does not grow with the number of its events."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    monkeypatch.setattr(RecordingSink, "max_batch_events", 400)
+    monkeypatch.setattr(RecordingSink, "max_batch_bytes", 10_000_000)
+    sink = make_sink()
+    counts = []
+    for size in (5, 400):
+        emit(size)
+        with CaptureQueriesContext(connection) as queries:
+            assert deliver_sink_events(sink.pk) == size
+        counts.append((len(queries), len(outbox_writes(queries))))
+        assert not any("CASE" in sql for sql in outbox_writes(queries))
+    assert counts[0] == counts[1]
+    assert counts[0][1] == 2  # the attempt counted, then the outcome
+    assert set(statuses()) == {OutboxStatus.DELIVERED}
+    assert len(RecordingSink.received) == 405
+
+
+def test_outcomes_of_one_batch_are_written_per_outcome(recording_sink, monkeypatch):
+    """Delivered, retried and dead-lettered events of one batch each get their own fields; an event delivered
+    after an earlier failed attempt loses that attempt's error."""
+    monkeypatch.setattr(outbox, "UPDATE_CHUNK", 2)  # several chunks for the delivered ones
+    monkeypatch.setattr(RecordingSink, "max_batch_events", 10)
+    monkeypatch.setattr(RecordingSink, "max_batch_bytes", 100_000)
+    sink = make_sink()
+    ids = emit(8)
+    OutboxMessage.objects.filter(payload__id=ids[0]).update(last_error="HTTP 503 from sink", attempts=1)
+    recording_sink.script = [{ids[5]: "retry", ids[6]: "rejected"}]
+    before = timezone.now()
+    assert deliver_sink_events(sink.pk) == 6
+    rows = {row.payload["id"]: row for row in OutboxMessage.objects.all()}
+    for event_id in ids[:5] + ids[7:]:
+        row = rows[event_id]
+        assert (row.status, row.last_error) == (OutboxStatus.DELIVERED, "")
+        assert before <= row.delivered_at <= timezone.now()
+    assert rows[ids[0]].attempts == 2
+    retried, rejected = rows[ids[5]], rows[ids[6]]
+    assert (retried.status, retried.last_error, retried.delivered_at) == (OutboxStatus.PENDING, "sink says retry", None)
+    assert 90 <= (retried.next_attempt_at - before).total_seconds() < 95
+    assert rejected.status == OutboxStatus.FAILED and rejected.delivered_at is None
+    assert rejected.last_error == "Recording sink rejected the event: sink says rejected"
+
+
+def test_a_task_drains_the_whole_backlog_within_its_time_budget(recording_sink, monkeypatch):
+    sink = make_sink()
+    emit(75)  # 25 batches of 3: more than a handful of batches per task
+    queued = []
+    monkeypatch.setattr(outbox, "queue_sink_delivery", queued.append)  # what emitting queued is left aside
+    assert deliver_sink_events(sink.pk) == 75
+    assert len(recording_sink.calls) == 25 and queued == []
+    assert ExternalSystem.objects.get(pk=sink.pk).outbox_leased_until is None
+
+
+def test_a_task_past_its_time_budget_hands_the_rest_to_a_fresh_task(recording_sink, monkeypatch):
+    sink = make_sink()
+    ids = emit(7)
+    queued = []
+    monkeypatch.setattr(outbox, "queue_sink_delivery", queued.append)
+    monkeypatch.setattr(outbox, "DRAIN_SECONDS", 0)
+    assert deliver_sink_events(sink.pk) == 3  # one batch, then the budget is spent
+    assert queued == [sink.pk] and recording_sink.calls == [ids[:3]]
+    assert ExternalSystem.objects.get(pk=sink.pk).outbox_leased_until is None  # free for the fresh task
+    assert deliver_sink_events(sink.pk) == 3 and deliver_sink_events(sink.pk) == 1
+    assert recording_sink.calls == [ids[:3], ids[3:6], ids[6:]]

@@ -31,13 +31,16 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Protocol
 
+import orjson
 from celery import shared_task
 from django.db import transaction
-from django.db.models import F, Q
+from django.db.models import BooleanField, ExpressionWrapper, F, Q
 from django.utils import timezone
 
 from syncplane.integrations import health
@@ -302,7 +305,11 @@ def deliver_due_outbox_messages() -> int:
 # read: nothing wrong with the events) pause the sink — its events stay pending, uncounted, until an admin
 # saves the integration — and any other IntegrationError dead-letters the batch.
 
-BATCHES_PER_TASK = 20  # then a fresh task takes over, so one busy sink does not hold a worker for ever
+# A task drains its sink while events are due, batch after batch, for this long; then a fresh task takes over,
+# so one busy sink does not hold a worker for ever.
+DRAIN_SECONDS = 60.0
+RENEW_AFTER_SECONDS = 60.0  # the sink's lease is renewed between batches once this old
+UPDATE_CHUNK = 500  # ids per `UPDATE ... WHERE id IN (...)`, well under SQLite's bound-parameter limit
 SINK_STOPPED = (AuthenticationError, ConfigurationError, PolicyViolation)
 
 
@@ -351,11 +358,13 @@ def due_sinks(now: datetime | None = None) -> list[int]:
 
 
 def deliver_sink_events(system_id: int, *, connector: Connector | None = None) -> int | None:
-    """Send a sink's due events, batch after batch, until none is due, the sink fails, or BATCHES_PER_TASK.
-    Returns how many were delivered; None when another worker holds the sink (or it is paused or disabled)."""
+    """Send a sink's due events, batch after batch, until none is due, the sink fails, or DRAIN_SECONDS have
+    passed (a fresh task then goes on). Returns how many were delivered; None when another worker holds the sink
+    (or it is paused or disabled)."""
     if not claim_sink(system_id):
         return None
     owned, delivered, more = None, 0, False
+    started = renewed = time.monotonic()
     try:
         if connector is None:
             try:
@@ -363,7 +372,7 @@ def deliver_sink_events(system_id: int, *, connector: Connector | None = None) -
             except SINK_STOPPED as exc:  # a secret that cannot be read: an admin must fix the sink
                 health.record_delivery(system_id, ok=False, reason=str(exc), pause=True)
                 return 0
-        for _ in range(BATCHES_PER_TASK):
+        while True:
             batch = next_batch(system_id, connector)
             if not batch:
                 return delivered
@@ -371,9 +380,13 @@ def deliver_sink_events(system_id: int, *, connector: Connector | None = None) -
             delivered += sent
             if not carry_on:
                 return delivered
-            renew_sink(system_id)
-        more = True
-        return delivered
+            now = time.monotonic()
+            if now - started >= DRAIN_SECONDS:
+                more = True
+                return delivered
+            if now - renewed >= RENEW_AFTER_SECONDS:
+                renew_sink(system_id)
+                renewed = now
     finally:
         if owned is not None:
             owned.close()
@@ -398,23 +411,38 @@ def renew_sink(system_id: int) -> None:
     )
 
 
-def next_batch(system_id: int, connector: Connector) -> list[OutboxMessage]:
+@dataclass(slots=True)
+class QueuedEvent:
+    """An event message of a batch: what sending it needs and what its outcome writes back. Lighter than a model
+    instance, and read without converting its date (a batch is hundreds of them, for every batch)."""
+
+    pk: int
+    payload: dict
+    attempts: int
+    status: str = OutboxStatus.PENDING
+    last_error: str = ""
+    next_attempt_at: datetime | None = None
+    delivered_at: datetime | None = None
+
+
+def next_batch(system_id: int, connector: Connector) -> list[QueuedEvent]:
     """The sink's oldest pending events that fit one call, their attempt counted. Stops at the first event not
     due yet: a retried event holds back the ones after it, so the sink receives them in order. An event larger
     than max_event_bytes goes with its data replaced by a note; one too large even so is a dead letter."""
-    now = timezone.now()
-    candidates = (
+    rows = (
         OutboxMessage.objects.filter(external_system_id=system_id, kind=OutboxKind.EVENT,
                                      status=OutboxStatus.PENDING)
-        .order_by("id").only("id", "payload", "attempts", "next_attempt_at")[:connector.max_batch_events]
+        .annotate(due=ExpressionWrapper(Q(next_attempt_at__lte=timezone.now()), output_field=BooleanField()))
+        .order_by("id").values_list("id", "payload", "attempts", "due")[:connector.max_batch_events]
     )
     batch, size, truncated, too_large = [], 0, [], []
-    for message in candidates:
-        if message.next_attempt_at > now:
+    for pk, payload, attempts, due in rows:
+        if not due:
             break
-        length = encoded_size(message.payload)
+        message = QueuedEvent(pk, payload, attempts)
+        length = encoded_size(payload)
         if length > connector.max_event_bytes:
-            message.payload = truncated_envelope(message.payload, length)
+            message.payload = truncated_envelope(payload, length)
             length = encoded_size(message.payload)
             if length > connector.max_event_bytes:
                 too_large.append(message)
@@ -426,19 +454,25 @@ def next_batch(system_id: int, connector: Connector) -> list[OutboxMessage]:
         size += length
     with transaction.atomic():
         OutboxMessage.objects.filter(pk__in=[message.pk for message in batch]).update(attempts=F("attempts") + 1)
-        OutboxMessage.objects.bulk_update(truncated, ["payload"])
+        for message in truncated:  # rare: one statement each
+            OutboxMessage.objects.filter(pk=message.pk).update(payload=message.payload)
         for message in too_large:
-            message.status = OutboxStatus.FAILED
-            message.last_error = (f"the event is {encoded_size(message.payload)} bytes even without its data; "
-                                  f"{connector.display_name} takes at most {connector.max_event_bytes}")
-        OutboxMessage.objects.bulk_update(too_large, ["status", "last_error"])
+            OutboxMessage.objects.filter(pk=message.pk).update(
+                status=OutboxStatus.FAILED,
+                last_error=(f"the event is {encoded_size(message.payload)} bytes even without its data; "
+                            f"{connector.display_name} takes at most {connector.max_event_bytes}"),
+            )
     for message in batch:
         message.attempts += 1
     return batch
 
 
 def encoded_size(payload: dict) -> int:
-    return len(json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode())
+    """Bytes of the event as compact UTF-8 JSON (orjson: every event of every batch is measured)."""
+    try:
+        return len(orjson.dumps(payload))
+    except TypeError:  # an integer beyond 64 bits, which orjson refuses and the standard library writes
+        return len(json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode())
 
 
 def truncated_envelope(envelope: dict, size: int) -> dict:
@@ -446,7 +480,7 @@ def truncated_envelope(envelope: dict, size: int) -> dict:
     return {**envelope, "data": {"truncated": True, "original_bytes": size, "note": note}}
 
 
-def _send_batch(system_id: int, connector: Connector, batch: list[OutboxMessage]) -> tuple[int, bool]:
+def _send_batch(system_id: int, connector: Connector, batch: list[QueuedEvent]) -> tuple[int, bool]:
     """One call to the sink and what it said, recorded. Returns (delivered, whether to go on)."""
     try:
         results = connector.send_events([message.payload for message in batch])
@@ -489,7 +523,7 @@ def _record_results(system_id, connector, batch, results) -> int:
             result = said.get(message.payload["id"])
             outcome = result.outcome if result is not None else "retry"
             if outcome == "delivered":
-                message.status, message.delivered_at, message.last_error = OutboxStatus.DELIVERED, now, ""
+                message.status, message.delivered_at = OutboxStatus.DELIVERED, now
                 delivered += 1
             elif outcome == "rejected":
                 message.status = OutboxStatus.FAILED
@@ -505,7 +539,7 @@ def _record_results(system_id, connector, batch, results) -> int:
     return delivered
 
 
-def _retry_or_give_up(message: OutboxMessage, reason: str, retry_after: float | None, now: datetime) -> None:
+def _retry_or_give_up(message: QueuedEvent, reason: str, retry_after: float | None, now: datetime) -> None:
     if message.attempts >= MAX_ATTEMPTS:
         message.status = OutboxStatus.FAILED
         message.last_error = f"gave up after {message.attempts} attempts: {reason}"[:4000]
@@ -514,15 +548,30 @@ def _retry_or_give_up(message: OutboxMessage, reason: str, retry_after: float | 
     message.last_error = reason[:4000]
 
 
-def _save_outcomes(batch: list[OutboxMessage]) -> None:
-    OutboxMessage.objects.bulk_update(batch, ["status", "delivered_at", "last_error", "next_attempt_at"])
+def _save_outcomes(batch: list[QueuedEvent]) -> None:
+    """Write the batch's outcomes: one UPDATE per distinct outcome (every delivered event of a batch shares
+    one, as do the events of a batch retried as a whole), chunked by id. A delivered event's last_error is
+    cleared: an earlier attempt's reason no longer applies."""
+    outcomes: dict[tuple, list[int]] = {}
     for message in batch:
-        if message.status == OutboxStatus.FAILED:
+        if message.status == OutboxStatus.DELIVERED:
+            outcome = (message.status, message.delivered_at, "", None)
+        elif message.status == OutboxStatus.FAILED:
+            outcome = (message.status, None, message.last_error, None)
             logger.error("event is a dead letter", extra={"outbox_message_id": message.pk,
                                                            "error": message.last_error})
+        else:  # retried: due again after its backoff
+            outcome = (message.status, None, message.last_error, message.next_attempt_at)
+        outcomes.setdefault(outcome, []).append(message.pk)
+    for (status, delivered_at, last_error, next_attempt_at), ids in outcomes.items():
+        values = {"status": status, "delivered_at": delivered_at, "last_error": last_error}
+        if next_attempt_at is not None:
+            values["next_attempt_at"] = next_attempt_at
+        for start in range(0, len(ids), UPDATE_CHUNK):
+            OutboxMessage.objects.filter(pk__in=ids[start:start + UPDATE_CHUNK]).update(**values)
 
 
-def _batch_crashed(batch: list[OutboxMessage], exc: Exception) -> None:
+def _batch_crashed(batch: list[QueuedEvent], exc: Exception) -> None:
     """A bug in the connector: counted (the attempts are), retried after the backoff, dead after MAX_ATTEMPTS."""
     now = timezone.now()
     with transaction.atomic():
@@ -532,7 +581,7 @@ def _batch_crashed(batch: list[OutboxMessage], exc: Exception) -> None:
     logger.error("event delivery crashed", extra={"error_type": type(exc).__name__})
 
 __all__ = [
-    "BATCHES_PER_TASK",
+    "DRAIN_SECONDS",
     "LEASE_SECONDS",
     "MAX_ATTEMPTS",
     "RETRY_DELAYS",
