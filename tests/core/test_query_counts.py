@@ -138,3 +138,68 @@ def test_a_list_costs_the_same_queries_for_3_rows_as_for_30(api_as, case):
     if case != "integration-types":
         assert (few_rows, many_rows) == (FEW, MANY)  # both lists fit on one page: every row was serialized
     assert few == many, f"{path}: {few} queries for {few_rows} rows, {many} for {many_rows}"
+
+
+# Details: one object whose related rows (an asset's sources, a run's record outcomes) number 3, then 30.
+
+
+def asset_with_sources(count: int) -> Asset:
+    from syncplane.inventory.models import AssetSource
+
+    target = Asset.objects.filter(name="detailed").first() or asset("detailed")
+    now = timezone.now()
+    have = target.sources.count()
+    for i in range(have, count):
+        system = integration(f"source system {i:03}")  # each source of its own integration, as after reconciliation
+        AssetSource.objects.create(asset=target, external_system=system, external_id=f"rec-{i}",
+                                   attributes={"serial_number": "S1"}, raw_payload={"id": i}, fingerprint="f" * 32,
+                                   first_seen_at=now, last_seen_at=now, updated_at=now)
+    return target
+
+
+def log_with_outcomes(count: int) -> IntegrationSyncLog:
+    """A finished run with `count` failed records and `count` changes."""
+    from syncplane.integrations.choices import RecordAction, RecordStatus
+    from syncplane.integrations.models import SyncRecordOutcome
+
+    system = integration(f"run of {count}")
+    log = IntegrationSyncLog.objects.create(external_system=system, system_name=system.name,
+                                            system_type=system.system_type, status=RunStatus.QUEUED)
+    SyncRecordOutcome.objects.bulk_create(
+        [SyncRecordOutcome(sync_log=log, external_id=f"bad-{i}", action=RecordAction.NONE,
+                           status=RecordStatus.FAILED, reason="refused", raw_payload={"id": i})
+         for i in range(count)]
+        + [SyncRecordOutcome(sync_log=log, external_id=f"ok-{i}", action=RecordAction.UPDATE,
+                             status=RecordStatus.APPLIED, changes={"status": ["active", "retired"]})
+           for i in range(count)]
+    )
+    log.status, log.started_at, log.finished_at = RunStatus.PARTIAL, timezone.now(), timezone.now()
+    log.save()
+    return log
+
+
+def detail(client, path: str) -> int:
+    with CaptureQueriesContext(connection) as queries:
+        response = client.get(path)
+    assert response.status_code == 200, response.data
+    return len(queries.captured_queries)
+
+
+def test_an_asset_detail_costs_the_same_queries_for_3_sources_as_for_30(api_as):
+    viewer = api_as("viewer")
+    path = f"/api/v1/assets/{asset_with_sources(FEW).pk}/"
+    detail(viewer, path)  # warm the per-process caches
+    few = detail(viewer, path)
+    asset_with_sources(MANY)
+    assert len(viewer.get(path).data["sources"]) == MANY
+    assert detail(viewer, path) == few
+
+
+def test_a_sync_log_detail_costs_the_same_queries_for_3_outcomes_as_for_30(api_as):
+    viewer = api_as("viewer")
+    few_log, many_log = log_with_outcomes(FEW), log_with_outcomes(MANY)
+    detail(viewer, f"/api/v1/integration-sync-logs/{few_log.pk}/")  # warm the per-process caches
+    few = detail(viewer, f"/api/v1/integration-sync-logs/{few_log.pk}/")
+    answer = viewer.get(f"/api/v1/integration-sync-logs/{many_log.pk}/").data
+    assert (answer["record_errors_total"], answer["changes_total"], len(answer["changes"])) == (MANY, MANY, MANY)
+    assert detail(viewer, f"/api/v1/integration-sync-logs/{many_log.pk}/") == few
