@@ -2,6 +2,7 @@
 the lists keep a constant number of queries whatever the data size."""
 
 import pytest
+from django.core.cache import cache
 from django.db import connection
 from django.test import Client
 from django.test.utils import CaptureQueriesContext
@@ -185,6 +186,26 @@ def test_pages_read_in_a_constant_number_of_queries(browser_as, system, url, add
     with CaptureQueriesContext(connection) as few:
         assert client.get(url).status_code == 200
     add(system, 3, 40)
+    cache.clear()  # the dashboard's counts are cached: count them again
     with CaptureQueriesContext(connection) as many:
         assert client.get(url).status_code == 200
     assert len(many) == len(few), [q["sql"] for q in many.captured_queries]
+
+
+def test_a_long_list_stops_counting_at_the_cap_and_says_so(browser_as, system, monkeypatch):
+    monkeypatch.setattr("syncplane.web.lists.COUNT_CAP", 60)
+    make_assets(system, 0, 120)
+    page = browser_as("viewer").get("/assets/").content.decode()
+    assert "more than 60 in all: search or filter to narrow it" in page
+    assert browser_as("viewer").get("/assets/?page=2").status_code == 200
+
+
+def test_the_dashboard_counts_are_kept_a_moment_and_say_when(browser_as, system):
+    viewer = browser_as("viewer")
+    make_assets(system, 0, 2)
+    assert "<strong>2</strong>Assets" in viewer.get("/").content.decode()
+    make_assets(system, 2, 5)
+    page = viewer.get("/").content.decode()
+    assert "<strong>2</strong>Assets" in page and "Counts as of" in page  # counted at most every 30 s
+    cache.clear()
+    assert "<strong>5</strong>Assets" in viewer.get("/").content.decode()

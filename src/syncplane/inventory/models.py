@@ -70,7 +70,13 @@ class Asset(UUIDModel):
 
     class Meta:
         ordering = ["name", "id"]
-        indexes = [models.Index(fields=["name", "id"], name="asset_list_order")]  # the API's cursor pages
+        indexes = [
+            models.Index(fields=["name", "id"], name="asset_list_order"),  # the API's cursor pages
+            # The lists of live assets (merged_into IS NULL) in name order: SQLite otherwise searches the
+            # merged_into index and sorts every live asset for each page.
+            models.Index(fields=["merged_into", "name", "id"], name="asset_live_list_order"),
+            models.Index(fields=["merged_into", "updated_at", "id"], name="asset_live_list_updated"),
+        ]
 
     def __str__(self):
         return self.name or str(self.pk)

@@ -6,12 +6,32 @@ from dataclasses import dataclass, field
 from functools import reduce
 from operator import or_
 
+from django.core.paginator import Paginator
 from django.db.models import Q, QuerySet
+from django.utils.functional import cached_property
 from django.views.generic import ListView
 
 from syncplane.web.access import RoleRequiredMixin
 
 PAGE_SIZE = 50
+COUNT_CAP = 10_000  # a list counts this far and no further: "more than 10,000" tells a person to narrow it
+
+
+class CappedPaginator(Paginator):
+    """Pages whose count stops at COUNT_CAP + 1: counting every row of a filtered list of 100,000 costs more
+    than showing its page, and past 200 pages a person searches instead."""
+
+    @cached_property
+    def cap(self) -> int:
+        return COUNT_CAP
+
+    @cached_property
+    def count(self) -> int:
+        return self.object_list.order_by()[: self.cap + 1].count()
+
+    @property
+    def capped(self) -> bool:
+        return self.count > self.cap
 
 
 @dataclass(frozen=True)
@@ -27,6 +47,7 @@ class Filter:
 
 class ListPage(RoleRequiredMixin, ListView):
     paginate_by = PAGE_SIZE
+    paginator_class = CappedPaginator
     search_fields: tuple[str, ...] = ()  # icontains on each, OR-ed
     search_placeholder = "Search"
     filters: tuple[Filter, ...] = ()
