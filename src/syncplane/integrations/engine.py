@@ -14,18 +14,27 @@ from collections import Counter
 from collections.abc import Callable
 from contextlib import contextmanager
 from datetime import datetime, timedelta
+from functools import partial
 
 from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
-from django.db import DataError, IntegrityError, transaction
+from django.db import (
+    DatabaseError,
+    DataError,
+    IntegrityError,
+    InterfaceError,
+    OperationalError,
+    connection,
+    transaction,
+)
+from django.db.models import Q
 from django.utils import timezone
 
 from syncplane.core.bulk import Table, without_nul
 from syncplane.core.context import reset_correlation_id, set_correlation_id
-from syncplane.integrations import evidence, field_mapping
+from syncplane.integrations import evidence, field_mapping, health
 from syncplane.integrations.base import Connector, MappedRecord
 from syncplane.integrations.choices import (
-    ACTIVE_RUN_STATUSES,
     FINISHED_RUN_STATUSES,
     Capability,
     ErrorKind,
@@ -35,9 +44,10 @@ from syncplane.integrations.choices import (
     SyncMode,
     Trigger,
 )
-from syncplane.integrations.errors import IntegrationError, RecordError
+from syncplane.integrations.errors import IntegrationError, RecordError, TransientError
+from syncplane.integrations.liveness import Heartbeat, dead_before
 from syncplane.integrations.models import ExternalSystem, IntegrationSyncLog, SyncRecordOutcome, SyncState
-from syncplane.integrations.readahead import read_ahead
+from syncplane.integrations.readahead import WriteBehind, read_ahead
 from syncplane.integrations.registry import build_connector
 from syncplane.integrations.secrets import Redactor
 from syncplane.integrations.sinks import PlannedChange, sink_for
@@ -53,6 +63,9 @@ DRY_RUN_SAMPLE = 100  # planned changes kept as evidence of a dry run; the count
 COUNTERS = ("pages", "records_read", "records_created", "records_updated", "records_unchanged",
             "records_deleted", "records_failed", "total_expected", "heartbeat_at",
             "fetch_seconds", "map_seconds", "write_seconds", "reconcile_seconds")
+# Where writing a page in a thread of its own, while the next is mapped, pays (docs/performance.md): PostgreSQL works
+# in a process of its own; SQLite works in this one, and its driver takes the GIL back for every row.
+WRITE_BEHIND = {"postgresql": True, "sqlite": False}
 RECORD_COUNTERS = COUNTERS[:7]  # what the outcomes must add up to; they move only with a commit
 OUTCOME_COLUMNS = ("sync_log_id", "external_id", "action", "status", "changes", "reason", "raw_payload",
                    "created_at")
@@ -82,11 +95,21 @@ class RunSuperseded(RunStopped):
     """Another trigger took the run for dead and finished its log: this worker must write nothing more."""
 
 
-def map_with_overrides(connector: Connector, overrides: dict, raw) -> MappedRecord:
-    """The connector's mapping, then the integration's own field mapping on top."""
+class RunTakenElsewhere(RunStopped):
+    """The run's task delivered a second time while another worker runs it, alive: this delivery does nothing."""
+
+
+class DatabaseUnavailable(TransientError):
+    """The database went away mid-run (a restart, a fail-over, the network): retried; the retry resumes from the
+    last committed page."""
+
+
+def map_with_overrides(connector: Connector, overrides, raw) -> MappedRecord:
+    """The connector's mapping, then the integration's own field mapping on top (its dict, or compiled once
+    with field_mapping.compile_mapping, as a run does)."""
     record = connector.map_record(raw)
     if overrides:
-        record.attributes = field_mapping.apply(overrides, raw, record.attributes)
+        field_mapping.compile_mapping(overrides, connector.record_kind).apply(record, raw)
     return record
 
 
@@ -119,23 +142,38 @@ def start_sync(
 
 
 def expire_stale_runs(system: ExternalSystem) -> None:
-    """A run whose worker died leaves an active log behind; after a quiet period it is failed, and its
-    checkpoint stays for the next run to resume from. A queued run (not started yet, or waiting for its retry)
-    gets far longer: it is most likely behind other syncs or a Retry-After, and failing it would only queue the
-    same work again."""
+    """A run whose worker died leaves an active log behind; once its heartbeat is dead (a few beats missed) it is
+    failed, and its checkpoint stays for the next run to resume from. A queued run (not started yet, or waiting
+    for its retry) gets far longer: it is most likely behind other syncs or a Retry-After, and failing it would
+    only queue the same work again."""
     now = timezone.now()
     for log in IntegrationSyncLog.objects.active().filter(external_system=system):
-        waiting = log.status == RunStatus.QUEUED
-        quiet = settings.SYNCPLANE_STALE_QUEUED_SECONDS if waiting else settings.SYNCPLANE_STALE_RUN_SECONDS
         last_sign_of_life = log.heartbeat_at or log.queued_at
-        if last_sign_of_life < now - timedelta(seconds=quiet):
-            summary = f"interrupted: no sign of life since {last_sign_of_life:%Y-%m-%d %H:%M:%S} UTC"
+        summary = f"interrupted: no sign of life since {last_sign_of_life:%Y-%m-%d %H:%M:%S} UTC"
+        if log.status == RunStatus.QUEUED:
+            if last_sign_of_life >= now - timedelta(seconds=settings.SYNCPLANE_STALE_QUEUED_SECONDS):
+                continue
             try:
                 _finish(log, RunStatus.FAILED, ErrorKind.TRANSIENT, summary)
             except RunSuperseded:
                 continue  # it finished by itself in the meantime
-            logger.warning("sync taken for dead", extra={"sync_log_id": log.pk, "error": summary,
-                                                         "correlation_id": log.correlation_id})
+        elif last_sign_of_life >= dead_before(now) or not retire_dead_run(log, summary):
+            continue
+        logger.warning("sync taken for dead", extra={"sync_log_id": log.pk, "error": summary,
+                                                     "correlation_id": log.correlation_id})
+
+
+def retire_dead_run(log: IntegrationSyncLog, summary: str) -> bool:
+    """Fail a running log whose heartbeat is dead, with `summary` as its evidence; False if it is not dead after
+    all. Decided on the locked row: a run busy in a long page transaction holds that lock, and its commit (or its
+    heartbeat thread, queued on the same lock) shows it alive."""
+    with transaction.atomic():
+        stored = (IntegrationSyncLog.objects.select_for_update().filter(pk=log.pk)
+                  .values_list("status", "heartbeat_at").first())
+        if stored is None or stored[0] != RunStatus.RUNNING or (stored[1] and stored[1] >= dead_before()):
+            return False
+        _finish(log, RunStatus.FAILED, ErrorKind.TRANSIENT, summary + _resume_note(log))
+    return True
 
 
 def request_cancel(log_id: int, requested_by: str) -> IntegrationSyncLog:
@@ -148,12 +186,11 @@ def request_cancel(log_id: int, requested_by: str) -> IntegrationSyncLog:
         if log.is_finished:
             raise SyncAlreadyFinished(log)
         now = timezone.now()
-        quiet = timedelta(seconds=settings.SYNCPLANE_STALE_RUN_SECONDS)
         log.cancel_requested_at, log.cancel_requested_by = now, requested_by
         if log.status == RunStatus.QUEUED:
             _finish(log, RunStatus.CANCELLED, "", f"cancelled by {requested_by} before it started"
                     + _resume_note(log))
-        elif (log.heartbeat_at or log.queued_at) < now - quiet:
+        elif (log.heartbeat_at or log.queued_at) < dead_before(now):
             _finish(log, RunStatus.CANCELLED, "", f"cancelled by {requested_by}; its worker had stopped"
                     + _resume_note(log))
         else:
@@ -200,6 +237,11 @@ def run_sync(
         run.fail(exc.kind, str(exc))
     except RunCancelled:
         run.stop(RunStatus.CANCELLED, "", f"cancelled by {run.log.cancel_requested_by or 'request'}")
+    except RunTakenElsewhere:
+        log = IntegrationSyncLog.objects.get(pk=log.pk)
+        logger.warning("sync not run: another worker runs it (its task was delivered twice)",
+                       extra={"sync_log_id": log.pk, "status": log.status})
+        return log
     except RunSuperseded:
         log = IntegrationSyncLog.objects.get(pk=log.pk)
         logger.warning(f"sync stopped: its log was finished elsewhere ({log.status}: {log.error_summary})",
@@ -211,14 +253,46 @@ def run_sync(
     except KeyboardInterrupt:
         run.stop(RunStatus.CANCELLED, "", "interrupted (Ctrl-C)")
         raise
+    except (OperationalError, InterfaceError) as exc:
+        # The database went away: transient, like an outage of the source. The broken connection is dropped and
+        # the attempt handed back for a retry; if even that cannot be written, the heartbeat dies with this
+        # attempt and the beat job re-queues it.
+        _drop_connection()
+        lost = DatabaseUnavailable(f"the database connection failed: {_first_line(exc)}")
+        retry = will_retry(lost) if will_retry else not final_attempt
+        if retry:
+            _when_database_is_back(lambda: run.requeue(lost))
+            raise lost from exc
+        _when_database_is_back(lambda: run.fail(lost.kind, str(lost)))
     except Exception as exc:
         # An unexpected error's text may hold anything, a credential included: log it redacted.
         logger.error("sync crashed", extra={"sync_log_id": log.pk, "error_type": type(exc).__name__,
                                             "traceback": run.redact(traceback.format_exc())})
         run.fail(ErrorKind.PERMANENT, f"internal error ({type(exc).__name__}); see the worker log")
     finally:
+        if run.heartbeat is not None:
+            run.heartbeat.stop()
         reset_correlation_id(token)
     return run.log
+
+
+def _drop_connection() -> None:
+    """Drop a broken connection so that the next query connects again; not inside a caller's transaction, whose
+    own end must see the failure."""
+    if not connection.in_atomic_block:
+        connection.close()
+
+
+def _when_database_is_back(write: Callable[[], None], tries: int = 5, pause: float = 2.0) -> None:
+    """Write the end of an attempt once the database answers again (a restart takes a few seconds)."""
+    for attempt in range(tries):
+        try:
+            return write()
+        except DatabaseError:
+            _drop_connection()
+            if attempt == tries - 1:
+                raise
+            time.sleep(pause)
 
 
 class SyncRun:
@@ -227,14 +301,17 @@ class SyncRun:
         self.system = log.external_system
         self.progress = progress
         self.connector = connector
+        self.mapping: field_mapping.FieldMapping | None = None
         self.outcomes = Table(SyncRecordOutcome, OUTCOME_COLUMNS)
         self.seen: set[str] = set()  # dry-run full passes only: they write no last_seen_at to compare
         self.sampled = 0
         self.pass_failures = 0  # failed records in this pass, including the part before a resume
         self.unmapped: Counter[tuple[str, str]] = Counter()  # (field, vendor value) no map knew -> records
         self.beaten_at = time.monotonic()
-        # Ten beats in the time after which a silent run is taken for dead.
-        self.beat_every = settings.SYNCPLANE_STALE_RUN_SECONDS / 10
+        # The beat proper is the heartbeat thread's (started once the run is claimed). While it waits for a page,
+        # the run also looks, at the same pace, for a cancel request or a successor that took it for dead.
+        self.beat_every = settings.SYNCPLANE_HEARTBEAT_SECONDS
+        self.heartbeat: Heartbeat | None = None
 
     def redact(self, text: str) -> str:
         return Redactor(self.connector.context.secret_values() if self.connector else ()).redact(text)
@@ -246,11 +323,15 @@ class SyncRun:
         log.started_at = log.started_at or now
         log.heartbeat_at = now
         log.attempts += 1
-        # Only a log still active is taken: one cancelled (or taken for dead) since it was read stays as it is.
-        taken = IntegrationSyncLog.objects.filter(pk=log.pk, status__in=ACTIVE_RUN_STATUSES).update(
-            status=log.status, started_at=log.started_at, heartbeat_at=now, attempts=log.attempts)
+        # The claim: a queued log, or a running one whose heartbeat is dead (its task delivered again after its
+        # worker died). A log finished since it was read (cancelled, taken for dead) stays as it is, and so does
+        # one that a live worker runs: a second delivery of the task must not run it twice.
+        taken = IntegrationSyncLog.objects.filter(pk=log.pk).filter(
+            Q(status=RunStatus.QUEUED) | Q(status=RunStatus.RUNNING, heartbeat_at__lt=dead_before(now))
+        ).update(status=log.status, started_at=log.started_at, heartbeat_at=now, attempts=log.attempts)
         if not taken:
-            raise RunSuperseded
+            raise RunSuperseded if IntegrationSyncLog.objects.get(pk=log.pk).is_finished else RunTakenElsewhere
+        self.heartbeat = Heartbeat(log.pk).start()
         started = time.monotonic()
         state, _ = SyncState.objects.get_or_create(external_system=self.system)
         resume, pass_started_at = self._resume_point(state, now)
@@ -266,14 +347,23 @@ class SyncRun:
             waiting = time.perf_counter()
             # While the engine waits for a page (the connector sleeping through Retry-After, backing off, or a
             # slow source), it keeps beating, so no other trigger takes the run for dead.
-            for page in read_ahead(self.connector.fetch(log.mode, fetch_cursor, resume),
-                                   idle=self._beat, every=self.beat_every):
-                log.fetch_seconds += time.perf_counter() - waiting
-                self._page(page, sink, state, pass_started_at)
-                cursor = page.cursor if page.cursor is not None else cursor
-                del page  # keep one page in memory, not two
-                waiting = time.perf_counter()
-            log.fetch_seconds += time.perf_counter() - waiting  # learning that the stream has ended
+            # Pages are mapped here and written by the writer (write-behind, where it pays: WRITE_BEHIND), which
+            # plans each page against the rows of the pages before it, then commits it with its checkpoint.
+            threaded = WRITE_BEHIND.get(connection.vendor, False)
+            write = partial(self._write_page, sink=sink, state=state, pass_started_at=pass_started_at,
+                            timed=not threaded)
+            with WriteBehind(write, threaded=threaded, idle=self._beat, every=self.beat_every) as writer:
+                for page in read_ahead(self.connector.fetch(log.mode, fetch_cursor, resume),
+                                       idle=writer.idle, every=self.beat_every):
+                    log.fetch_seconds += time.perf_counter() - waiting
+                    writer.submit(self._page(page, sink))
+                    cursor = page.cursor if page.cursor is not None else cursor
+                    del page  # keep one page in memory, not two
+                    waiting = time.perf_counter()
+                log.fetch_seconds += time.perf_counter() - waiting  # learning that the stream has ended
+            # Written behind, a page's writing overlaps the mapping of the next: only the time the run waited
+            # for its writer counts, so that the phases still add up to no more than the run took.
+            log.write_seconds += writer.waited
             self._finish_pass(sink, state, cursor, pass_started_at)
         logger.info("sync finished", extra={"sync_log_id": log.pk, "status": log.status,
                                             "seconds": round(time.monotonic() - started, 3)})
@@ -288,13 +378,16 @@ class SyncRun:
         self.pass_failures = checkpoint.get("pass_failures", 0)
         return checkpoint["resume"], datetime.fromisoformat(checkpoint["pass_started_at"])
 
-    def _page(self, page, sink, state: SyncState, pass_started_at: datetime) -> None:
+    def _page(self, page, sink) -> tuple:
+        """Map and validate a page's records (no database): what `_write_page` takes."""
         log = self.log
         now = timezone.now()
         started = time.perf_counter()
         mapped: list[MappedRecord] = []
         failures = []
-        overrides = self.system.field_mapping
+        if self.mapping is None:  # compiled once per run: its regular expressions, maps and targets
+            self.mapping = field_mapping.compile_mapping(self.system.field_mapping, self.connector.record_kind)
+        overrides = self.mapping
         for raw in page.records:
             try:
                 record = map_with_overrides(self.connector, overrides, raw)
@@ -304,8 +397,16 @@ class SyncRun:
                     self.unmapped.update(record.unmapped.items())
             except RecordError as exc:
                 failures.append(self._failure(raw, str(exc), now))
+        log.map_seconds += time.perf_counter() - started
+        return page, mapped, failures, now
+
+    def _write_page(self, mapped_page: tuple, *, sink, state: SyncState, pass_started_at: datetime,
+                    timed: bool = True) -> None:
+        """Plan a mapped page against the existing rows and write it with its checkpoint, in one transaction (in
+        the writer thread when there is one)."""
+        page, mapped, failures, now = mapped_page
+        log = self.log
         mapped_at = time.perf_counter()
-        log.map_seconds += mapped_at - started
         plan = sink.plan(mapped)
         log.heartbeat_at = now
         if page.total is not None and log.total_expected is None:
@@ -321,6 +422,7 @@ class SyncRun:
         else:
             with self._counted_on_commit(), transaction.atomic():
                 cancel = self._still_ours()
+                _commit_without_waiting_for_disk()
                 plans, refused = self._apply(sink, plan, mapped, now)
                 failures.extend(self._failure(record.raw, reason, now) for record, reason in refused)
                 self._count(len(page.records), plans, failures)
@@ -339,7 +441,8 @@ class SyncRun:
                 }
                 state.save(update_fields=["checkpoint", "updated_at"])
                 log.save(update_fields=COUNTERS)
-        log.write_seconds += time.perf_counter() - mapped_at
+        if timed:
+            log.write_seconds += time.perf_counter() - mapped_at
         self.beaten_at = time.monotonic()
         if self.progress:
             self.progress(log)
@@ -562,6 +665,15 @@ def _deletion(external_id: str):
     return PlannedChange(external_id, RecordAction.DELETE, None)
 
 
+def _commit_without_waiting_for_disk() -> None:
+    """PostgreSQL: this page's commit returns before its WAL reaches the disk (about 20 ms a page here). A crash may
+    then lose the last pages committed, each whole with its checkpoint, so the next run resumes before them; and the
+    run's log is finished in a transaction of its own, synchronously, which makes every page before it durable."""
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute("SET LOCAL synchronous_commit TO OFF")
+
+
 def _first_line(exc: Exception) -> str:
     """What the database said, short: the first line of its message (values it quotes are the record's own)."""
     text = str(exc).strip().splitlines()
@@ -603,6 +715,7 @@ def _finish(log: IntegrationSyncLog, status: str, error_kind: str, summary: str)
         )
         if _first_reviewed_sync(log):
             ExternalSystem.objects.filter(pk=log.external_system_id).update(scheduled=True)
+        health.record_run(log)  # sync.completed / sync.failed and the integration's health, with the log
 
 
 def _first_reviewed_sync(log: IntegrationSyncLog) -> bool:

@@ -11,6 +11,7 @@ the same values.
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -18,6 +19,7 @@ from datetime import datetime
 from django.db import connection
 
 from syncplane.core.bulk import Table, chunks
+from syncplane.integrations.errors import TransientError
 from syncplane.inventory.identity import KEY_COLUMNS, RULES, keys_of, rule_indexes, rules, same_device
 from syncplane.inventory.models import CANONICAL_FIELDS, Asset, AssetMerge, AssetSource
 from syncplane.inventory.reconcile import SourceView, partition, reconciled_values
@@ -62,6 +64,17 @@ class Identified:
 
 
 
+class WriteConflict(TransientError):
+    """Another sync changed an asset this page was identified against (merged it, moved its sources) before this
+    page could lock it: the page is planned again (AssetSink.apply), else the run retried from its checkpoint."""
+
+
+def _lock_id(position: int, key: str) -> int:
+    """A signed 64-bit advisory lock id for one identification key (rule position, normalised key)."""
+    digest = hashlib.blake2b(f"{position}\0{key}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big", signed=True)
+
+
 class Reconciler:
     def __init__(self, now: datetime):
         self.now = now
@@ -91,10 +104,16 @@ class Reconciler:
                 found.split_candidates.add(asset_id)
             else:
                 found.assignment[record.external_id] = asset_id
+        concurrent = connection.vendor == "postgresql"  # SQLite takes one writer at a time (IMMEDIATE)
         if not pending:
+            if concurrent:
+                self._hold(found.changed_assets, {})
             return found
         moving = {source_id for _eid, _keys, source_id, _asset in pending}
+        if concurrent:
+            self._lock_keys([keys for _eid, keys, _sid, _asset in pending])
         index = self._candidates([keys for _eid, keys, _sid, _asset in pending], exclude=moving)
+        read = {source: (asset, keys) for entries in index.values() for source, asset, keys in entries}
         for external_id, keys, source_id, current in pending:
             linked: dict[uuid.UUID, tuple[str, str]] = {}
             for position in self.order:
@@ -119,7 +138,41 @@ class Reconciler:
             for position in self.order:
                 if keys[position]:
                     index.setdefault((position, keys[position]), []).append((source_id, asset, keys))
+        if concurrent:
+            self._hold(found.changed_assets | found.split_candidates | {a for a, _keys in read.values()}, read)
         return found
+
+    # --- several workers at once (PostgreSQL) ---------------------------------------------------------------
+    # Two syncs writing pages that share a device must not both miss the other's uncommitted sources (two assets
+    # for one device) nor rewrite an asset the other has just merged. Each page therefore locks, before reading
+    # candidates, every identification key it brings (advisory locks held to the commit, taken in one sorted
+    # order), and then the existing assets it will write (row locks, in id order), and checks that what it read
+    # of them still holds. Sorted orders keep two pages from waiting on each other in a cycle.
+    def _lock_keys(self, key_sets: list[tuple]) -> None:
+        wanted = sorted({_lock_id(p, keys[p]) for keys in key_sets for p in self.order if keys[p]})
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_xact_lock(k) FROM (SELECT k FROM unnest(%s::bigint[]) AS u(k) "
+                           "ORDER BY k) AS ordered", [wanted])
+
+    def _hold(self, asset_ids: set, read: dict) -> None:
+        """Lock the existing assets of the page; `read`: source -> (asset, keys) as the candidates query saw it."""
+        existing = sorted(asset_ids, key=str)
+        if not existing:
+            return
+        with connection.cursor() as cursor:
+            cursor.execute(f"SELECT merged_into_id IS NOT NULL FROM {Asset._meta.db_table} "  # noqa: S608
+                           "WHERE id = ANY(%s) ORDER BY id FOR UPDATE", [existing])
+            conflict = any(merged for (merged,) in cursor.fetchall())
+            if read and not conflict:
+                cursor.execute(
+                    f"SELECT id, asset_id, serial_key, mac_key, host_key, device_key "  # noqa: S608
+                    f"FROM {AssetSource._meta.db_table} WHERE deleted_at IS NULL AND id = ANY(%s)",
+                    [list(read)],
+                )
+                now = {as_uuid(s): (as_uuid(a), tuple(k)) for s, a, *k in cursor.fetchall()}
+                conflict = any(now.get(source) != seen for source, seen in read.items())
+        if conflict:
+            raise WriteConflict("another sync changed the assets of this page meanwhile")
 
     def _candidates(self, key_sets: list[tuple], exclude: set) -> dict[tuple[int, str], list[tuple]]:
         """Live sources sharing a key with the page's records: (rule position, key) -> [(source, asset, keys)]."""

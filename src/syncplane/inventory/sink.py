@@ -7,11 +7,14 @@ records are written with executemany. Never one query per record.
 
 from __future__ import annotations
 
+import logging
+import random
+import time
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, NamedTuple
 
-from django.db import connection
+from django.db import OperationalError, connection, transaction
 
 from syncplane.core.bulk import Table, chunks, max_lengths, misfits
 from syncplane.integrations.base import MappedRecord
@@ -21,7 +24,7 @@ from syncplane.integrations.sinks import PlannedChange, check_external_id, finge
 from syncplane.inventory.choices import AssetStatus, AssetType, ComplianceState
 from syncplane.inventory.models import CANONICAL_FIELDS, Asset, AssetSource
 from syncplane.inventory.reconcile import asset_values
-from syncplane.inventory.reconciler import Reconciler
+from syncplane.inventory.reconciler import Reconciler, WriteConflict
 
 ASSET_COLUMNS = ("id", *CANONICAL_FIELDS, "attribute_sources", "is_orphaned", "created_at", "updated_at")
 ASSET_UPDATE_COLUMNS = (*CANONICAL_FIELDS, "attribute_sources", "is_orphaned", "updated_at")
@@ -43,6 +46,12 @@ _CHOICES = {
 # The asset's text columns each attribute lands in (the identification keys are cut from these, never longer).
 TEXT_LIMITS = max_lengths(Asset, CANONICAL_FIELDS)
 EXTERNAL_ID_MAX = AssetSource._meta.get_field("external_id").max_length
+# PostgreSQL, several workers: a page that lost a deadlock (40P01), a serialization failure (40001) or a
+# WriteConflict is written again this many times, after a short random pause, before the run's retry takes over.
+CONFLICT_TRIES = 5
+RETRIED_SQLSTATES = frozenset({"40P01", "40001"})
+
+logger = logging.getLogger(__name__)
 
 
 def validate_asset_record(record: MappedRecord) -> None:
@@ -187,7 +196,29 @@ class AssetSink:
 
     def apply(self, plan: PagePlan, now: datetime) -> None:
         """Write the page: sources, the assets they belong to (identified across systems), and the values of
-        every asset whose sources changed."""
+        every asset whose sources changed. On PostgreSQL in a savepoint, written again when it collided with
+        another worker's page (docs/performance.md, "Parallel workers")."""
+        if connection.vendor != "postgresql":
+            return self._write(plan, now)
+        for attempt in range(1, CONFLICT_TRIES + 1):
+            try:
+                with transaction.atomic():
+                    return self._write(plan, now)
+            except (OperationalError, WriteConflict) as exc:
+                sqlstate = getattr(exc.__cause__, "sqlstate", None)
+                if attempt == CONFLICT_TRIES or not (isinstance(exc, WriteConflict) or sqlstate in RETRIED_SQLSTATES):
+                    raise
+                logger.warning("page collided with another sync; writing it again", extra={
+                    "external_system_id": self.system_id, "attempt": attempt, "reason": sqlstate or str(exc)})
+                time.sleep(random.uniform(0.05, 0.2) * attempt)  # noqa: S311 - jitter, not a secret
+                self._reread(plan)
+
+    def _reread(self, plan: PagePlan) -> None:
+        """The page's changed sources as they are now: the other sync may have moved them to another asset."""
+        rows = self._existing([record.external_id for record, _fp, _row in plan.updates])
+        plan.updates = [(record, fp, rows.get(record.external_id, row)) for record, fp, row in plan.updates]
+
+    def _write(self, plan: PagePlan, now: datetime) -> None:
         reconciler = Reconciler(now)
         identified = reconciler.identify(plan)
         asset_rows, source_rows = [], []

@@ -32,31 +32,77 @@ from syncplane.inventory.models import Asset, AssetSource
 PAGE_SIZE = 1000
 TARGETS = {  # ratio name -> (limit, "max" or "min")
     "naive / full": (20.0, "min"),
-    "full / fetch floor": (2.5, "max"),
-    "re-sync / full": (0.5, "max"),
+    "full / fetch floor": (4.0, "max"),
+    "re-sync / full": (0.3, "max"),
     "incremental 1% / full": (0.05, "max"),
     "peak memory N / N/10": (1.3, "max"),
 }
+# The servicenow steps, all by default; `--steps full,resync,incremental,memory` skips the fetch floor and the
+# naive path (at 1,000,000 the naive path, scaled from N/10, says nothing new and takes an hour).
+STEPS = ("floor", "full", "resync", "incremental", "naive", "memory")
 
 
 class Command(BaseCommand):
     help = "Benchmark a connector through the sync engine against its simulator (see docs/performance.md)."
 
     def add_arguments(self, parser):
-        parser.add_argument("target", choices=["servicenow", "reconcile", "directory"])
-        parser.add_argument("--records", type=int, default=100_000)
+        parser.add_argument("target", choices=["servicenow", "reconcile", "directory", "mdm", "events", "findings",
+                                               "ui", "parallel", "api"])
+        parser.add_argument("--records", type=int, default=None,
+                            help="100,000 by default; parallel: per integration, 250,000; api: assets, 1,000,000")
         parser.add_argument("--json", dest="json_path", help="Also write the results to this JSON file")
+        parser.add_argument("--steps", default=",".join(STEPS),
+                            help=f"servicenow only: the steps to run, comma-separated ({', '.join(STEPS)})")
 
-    def handle(self, *args, target, records, json_path, **options):
+    def handle(self, *args, target, records, json_path, steps, **options):
+        if records is None:
+            records = {"parallel": 250_000, "api": 1_000_000}.get(target, 100_000)
         if records < 100:
             raise CommandError("--records must be at least 100")
+        steps = {step.strip() for step in steps.split(",") if step.strip()}
+        if unknown := steps - set(STEPS):
+            raise CommandError(f"--steps: unknown {', '.join(sorted(unknown))}; the steps are {', '.join(STEPS)}")
         os.environ["SYNCPLANE_ALLOW_INSECURE_OUTBOUND"] = "1"
         settings.SYNCPLANE_ALLOW_INSECURE_OUTBOUND = True
         test_db = _bench_database()
         try:
             if target == "servicenow":
                 with simulator(records) as big, simulator(records // 10) as small:
-                    results = Bench(self.stdout, records).run(big, small)
+                    results = Bench(self.stdout, records, steps).run(big, small)
+            elif target == "mdm":  # Apple Business Manager over a CMDB inventory: devtools/bench_mdm.py
+                from syncplane.devtools.bench_mdm import run_mdm_bench
+
+                results = run_mdm_bench(self.stdout, records)
+            elif target == "events":  # the monitoring sinks: devtools/bench_events.py
+                from syncplane.devtools.bench_events import EventsBench, sync_records
+
+                # Two simulators with other devices, so the sync without sinks and the one with them both create.
+                with simulator(sync_records(records), seed=1) as plain, \
+                        simulator(sync_records(records), seed=2) as with_sinks:
+                    results = EventsBench(self.stdout, records).run(plain, with_sinks)
+            elif target == "findings":  # Trivy reports into the findings app; --records: vulnerabilities
+                from syncplane.devtools.bench_findings import FindingsBench
+
+                results = FindingsBench(self.stdout, records).run()
+            elif target == "parallel":  # two Celery workers against one (PostgreSQL, Redis): devtools/bench_parallel.py
+                from syncplane.devtools.bench_parallel import ParallelBench
+
+                def fresh_database():
+                    connection.creation.destroy_test_db(connection.settings_dict["NAME"], verbosity=0)
+                    _bench_database()
+
+                # Two fleets of other seeds: ServiceNow and Jira Assets of one fleet share 60% of their devices.
+                with simulator(records, seed=1) as fleet_a, simulator(records, seed=2) as fleet_b:
+                    results = ParallelBench(self.stdout, records, fresh_database).run({"A": fleet_a, "B": fleet_b})
+            elif target == "api":  # the REST API under gunicorn with N assets: devtools/bench_api.py
+                from syncplane.devtools.bench_api import ApiBench
+
+                results = ApiBench(self.stdout, records).run()
+            elif target == "ui":  # the web pages over an inventory of N assets: devtools/bench_ui.py
+                from syncplane.devtools.bench_ui import run_ui_bench
+
+                with simulator(records) as filled:
+                    results = run_ui_bench(self.stdout, records, filled, Bench(self.stdout, records).integration)
             elif target == "directory":
                 # Each directory its own domain: user names never meet, so every sync creates its users.
                 with graph_simulator(records, "big.example") as big, \
@@ -74,6 +120,30 @@ class Command(BaseCommand):
         finally:
             connection.creation.destroy_test_db(test_db, verbosity=0)
         targets = {"servicenow": TARGETS, "reconcile": RECONCILE_TARGETS, "directory": DIRECTORY_TARGETS}
+        if target == "mdm":
+            from syncplane.devtools.bench_mdm import MDM_TARGETS
+
+            targets["mdm"] = MDM_TARGETS
+        if target == "events":
+            from syncplane.devtools.bench_events import EVENTS_TARGETS
+
+            targets["events"] = EVENTS_TARGETS
+        if target == "ui":
+            from syncplane.devtools.bench_ui import UI_TARGETS
+
+            targets["ui"] = UI_TARGETS
+        if target == "findings":
+            from syncplane.devtools.bench_findings import TARGETS as FINDINGS_TARGETS
+
+            targets["findings"] = FINDINGS_TARGETS
+        if target == "parallel":
+            from syncplane.devtools.bench_parallel import PARALLEL_TARGETS
+
+            targets["parallel"] = PARALLEL_TARGETS
+        if target == "api":
+            from syncplane.devtools.bench_api import API_TARGETS
+
+            targets["api"] = API_TARGETS
         self.stdout.write(render(results, targets[target]))
         if json_path:
             with open(json_path, "w") as handle:
@@ -85,6 +155,8 @@ def _bench_database() -> str:
     """A fresh database of its own, so a benchmark never touches real data (created like a test database)."""
     if connection.vendor == "sqlite":
         connection.settings_dict.setdefault("TEST", {})["NAME"] = str(settings.DATA_DIR / "bench.sqlite3")
+    else:  # a name of its own: a test run (test_<name>) or another benchmark may be using the server meanwhile
+        connection.settings_dict.setdefault("TEST", {})["NAME"] = f"bench_{os.getpid()}"
     old_name = connection.settings_dict["NAME"]
     connection.creation.create_test_db(verbosity=0, autoclobber=True, serialize=False)
     return old_name
@@ -227,9 +299,10 @@ class ReconcileBench:
 
 
 class Bench:
-    def __init__(self, stdout, records: int):
+    def __init__(self, stdout, records: int, steps=STEPS):
         self.stdout = stdout
         self.records = records
+        self.steps = set(steps)
         self.count = 0
 
     def say(self, text: str) -> None:
@@ -259,40 +332,49 @@ class Bench:
         return seconds, log
 
     def run(self, big: str, small: str) -> dict:
-        n = self.records
-        self.say(f"Benchmark: ServiceNow CMDB, N = {n:,}, page size {PAGE_SIZE}, {connection.vendor}")
+        n, steps = self.records, self.steps
+        self.say(f"Benchmark: ServiceNow CMDB, N = {n:,}, page size {PAGE_SIZE}, {connection.vendor} "
+                 f"(load average {os.getloadavg()[0]:.1f})")
+        seconds, memory = {}, {}
         system = self.integration(big)
         self.fetch_floor(system, "simulator warm-up (not used)")  # the simulator renders each record once
-        floor = self.fetch_floor(system)
-        full, _ = self.timed_sync(system, "full sync")
-        resync, _ = self.timed_sync(system, "re-sync, nothing changed")
-        httpx.post(f"{big}/servicenow/_control/touch", json={"count": n // 100}, timeout=60).raise_for_status()
-        incremental, _ = self.timed_sync(system, "incremental after 1% changed", mode="incremental")
-        naive = self.naive(self.integration(big), n // 10) * 10
-        self.say(f"  {'naive update_or_create (x10)':<28} {naive:8.2f} s")
-        peak_small = self.peak_memory(self.integration(small), "peak memory at N/10")
-        peak_big = self.peak_memory(self.integration(big), "peak memory at N")
+        if "floor" in steps:
+            seconds["fetch floor"] = self.fetch_floor(system)
+        if "full" in steps:
+            seconds["full sync"], _ = self.timed_sync(system, "full sync")
+        if "resync" in steps:
+            seconds["re-sync"], _ = self.timed_sync(system, "re-sync, nothing changed")
+        if "incremental" in steps:
+            httpx.post(f"{big}/servicenow/_control/touch", json={"count": n // 100}, timeout=60).raise_for_status()
+            seconds["incremental 1%"], _ = self.timed_sync(system, "incremental after 1% changed",
+                                                           mode="incremental")
+        if "naive" in steps:
+            seconds["naive (scaled)"] = self.naive(self.integration(big), n // 10) * 10
+            self.say(f"  {'naive update_or_create (x10)':<28} {seconds['naive (scaled)']:8.2f} s")
+        if "memory" in steps:
+            memory["N/10"] = self.peak_memory(self.integration(small), "peak memory at N/10")
+            memory["N"] = self.peak_memory(self.integration(big), "peak memory at N")
+        ratios = {}
+        for name, (top, bottom), digits in (
+            ("naive / full", ("naive (scaled)", "full sync"), 2),
+            ("full / fetch floor", ("full sync", "fetch floor"), 2),
+            ("re-sync / full", ("re-sync", "full sync"), 3),
+            ("incremental 1% / full", ("incremental 1%", "full sync"), 4),
+        ):
+            if top in seconds and bottom in seconds:
+                ratios[name] = round(seconds[top] / seconds[bottom], digits)
+        if memory:
+            ratios["peak memory N / N/10"] = round(memory["N"] / memory["N/10"], 2)
         return {
             "records": n,
             "database": connection.vendor,
             "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
             f"{platform.system()} {platform.release()}",
             "date": timezone.now().date().isoformat(),
-            "seconds": {
-                "fetch floor": round(floor, 3),
-                "full sync": round(full, 3),
-                "re-sync": round(resync, 3),
-                "incremental 1%": round(incremental, 3),
-                "naive (scaled)": round(naive, 3),
-            },
-            "peak_memory_mib": {"N": round(peak_big, 1), "N/10": round(peak_small, 1)},
-            "ratios": {
-                "naive / full": round(naive / full, 2),
-                "full / fetch floor": round(full / floor, 2),
-                "re-sync / full": round(resync / full, 3),
-                "incremental 1% / full": round(incremental / full, 4),
-                "peak memory N / N/10": round(peak_big / peak_small, 2),
-            },
+            "load_average": round(os.getloadavg()[0], 1),
+            "seconds": {name: round(value, 3) for name, value in seconds.items()},
+            "peak_memory_mib": {name: round(value, 1) for name, value in memory.items()},
+            "ratios": ratios,
         }
 
     def fetch_floor(self, system, label: str = "fetch-only floor") -> float:
