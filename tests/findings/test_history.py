@@ -50,6 +50,7 @@ def test_sqlite_refuses_insert_or_replace(event):
 
 
 @pytest.mark.services
+@pytest.mark.django_db(transaction=True)  # committed rows: TRUNCATE refuses pending deferred FK checks otherwise
 def test_postgresql_refuses_update_delete_and_truncate_of_history(event):
     require_service("PostgreSQL", connection.vendor == "postgresql", "set DATABASE_URL=postgres://...")
     refused(f"UPDATE {TABLE} SET to_state = 'fixed' WHERE id = %s", [event.pk])  # noqa: S608
