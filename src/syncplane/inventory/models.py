@@ -61,8 +61,9 @@ class Asset(UUIDModel):
     is_orphaned = models.BooleanField(
         default=False, help_text="No live source knows this asset any more (never deleted)."
     )
+    # No index of its own: the live-list indexes below begin with merged_into and serve every lookup by it.
     merged_into = models.ForeignKey(
-        "self", null=True, blank=True, on_delete=models.PROTECT, related_name="+",
+        "self", null=True, blank=True, on_delete=models.PROTECT, related_name="+", db_index=False,
         help_text="Set when reconciliation found this asset to be the same device as another: kept, never lost.",
     )
     created_at = models.DateTimeField()
@@ -86,8 +87,9 @@ class AssetSource(UUIDModel):
     """What one external system says about one asset, with the raw record it said it in."""
 
     asset = models.ForeignKey(Asset, on_delete=models.PROTECT, related_name="sources")
+    # No index of its own: unique_source_record begins with external_system and serves every lookup by it.
     external_system = models.ForeignKey(
-        "integrations.ExternalSystem", on_delete=models.PROTECT, related_name="asset_sources"
+        "integrations.ExternalSystem", on_delete=models.PROTECT, related_name="asset_sources", db_index=False
     )
     external_id = models.CharField(max_length=255, help_text="The record's id in the external system.")
     attributes = models.JSONField(default=dict, help_text="The record mapped to canonical attributes.")
