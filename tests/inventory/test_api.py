@@ -1,9 +1,13 @@
 """The inventory API: finding an asset by what its sources call it (issue 16.7)."""
 
+from functools import reduce
+from operator import or_
+
 import pytest
+from django.db.models import Q
 
 from syncplane.integrations.engine import run_sync, start_sync
-from syncplane.inventory.models import AssetSource
+from syncplane.inventory.models import Asset, AssetSource
 
 pytestmark = pytest.mark.django_db
 
@@ -26,3 +30,21 @@ def test_a_filter_the_inventory_does_not_have_is_refused_not_ignored(api_as, ser
     response = api_as("viewer").get("/api/v1/assets/", {"external_id": "abc"})
     assert response.status_code == 400
     assert "external_id" in response.data
+
+
+def test_a_search_pages_through_every_match_in_id_order_and_the_plain_list_stays_in_name_order(api_as, servicenow):
+    run_sync(start_sync(servicenow).pk)
+    viewer = api_as("viewer")
+    word = AssetSource.objects.order_by("id")[0].asset.name[:3]
+    matches, url, params = [], "/api/v1/assets/", {"search": word, "page_size": 2}
+    while url:
+        page = viewer.get(url, params).data
+        matches += [asset["id"] for asset in page["results"]]
+        url, params = page["next"], None
+    searched = ("name", "serial_number", "hostname", "fqdn", "asset_tag", "ip_address", "owner_email", "assigned_to")
+    expected = Asset.objects.filter(merged_into__isnull=True).filter(
+        reduce(or_, (Q(**{f"{field}__icontains": word}) for field in searched)))
+    assert len(matches) > 2 and matches == sorted(str(asset.pk) for asset in expected)
+
+    listed = viewer.get("/api/v1/assets/", {"page_size": 200}).data["results"]
+    assert [(a["name"], a["id"]) for a in listed] == sorted((a["name"], a["id"]) for a in listed)
