@@ -1,7 +1,9 @@
 """HttpClient against a real HTTP server on 127.0.0.1: retries, errors, policy, redaction, logging."""
 
 import base64
+import gc
 import logging
+import weakref
 import socket
 import time
 from datetime import UTC, datetime, timedelta
@@ -52,6 +54,21 @@ def make_client(server, sleeps):
     yield make
     for client in clients:
         client.close()
+
+
+def test_a_read_response_is_freed_when_dropped_not_left_to_the_garbage_collector(server, make_client):
+    # httpx links a response and its stream both ways; a page body kept alive until the next full collection
+    # made a long sync's memory grow with its length.
+    server.script("/x", Reply(200, json={"result": [{"name": "n" * 1000}] * 100}))
+    response = make_client().get("/x")
+    assert response.json()["result"][0]["name"] == "n" * 1000
+    dropped = weakref.ref(response)
+    gc.disable()
+    try:
+        del response
+        assert dropped() is None
+    finally:
+        gc.enable()
 
 
 # --- retries -------------------------------------------------------------------------------------------

@@ -181,6 +181,14 @@ def _origin(url: httpx.URL) -> tuple[str, str, int | None]:
     return url.scheme, url.host.lower(), url.port or default
 
 
+def _unbind(response: httpx.Response) -> None:
+    """End the reference cycle httpx makes between a response and its stream (the stream points back at the
+    response to set `elapsed`), once the body is read. Only the cyclic garbage collector frees such a pair, and
+    until it ran every page's body and the JSON parsed from it stayed alive: a long sync's peak memory grew with
+    its length (docs/performance.md). A plain stream of the same body has no way back."""
+    response.stream = httpx.ByteStream(response.content)
+
+
 class TokenBucket:
     """A thread-safe client-side rate limit: at most ``rate`` requests per second, no bursts.
 
@@ -444,6 +452,7 @@ class HttpClient:
                     # The server may have acted on it; the outbox decides, with its idempotency key.
                     raise error from None
             else:
+                _unbind(response)
                 self._log(request, response.status_code, started, attempt)
                 status = response.status_code
                 if status in expected and 200 <= status < 300 and may_repeat:
