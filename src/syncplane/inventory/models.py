@@ -1,4 +1,5 @@
 from django.db import models
+from django.db.models import Q
 
 from syncplane.core.models import UUIDModel
 from syncplane.inventory.choices import AssetStatus, AssetType, ComplianceState
@@ -71,13 +72,15 @@ class Asset(UUIDModel):
 
     class Meta:
         ordering = ["name", "id"]
-        # Every list shows live assets (merged_into IS NULL), so these serve them all: the API's cursor pages in
-        # name order and the UI's sorts. Each index costs every asset write a page at a random place (measured at
-        # 1,000,000 in docs/performance.md), so there is none for what no query asks: no plain (name, id), no
-        # host name (the `hostname` filter is case-blind: the trigram index serves it on PostgreSQL).
+        # Every list shows live assets (merged_into IS NULL): partial indexes of them serve the API's cursor pages
+        # in name order and the UI's sorts on both databases (PostgreSQL does not take `IS NULL` on a leading
+        # column as fixing it, so (merged_into, name, id) could not give it the name order). Each index costs
+        # every asset write a page at a random place (docs/performance.md), so there is none for what no query
+        # asks: no host name (the `hostname` filter is case-blind: the trigram index serves it on PostgreSQL).
         indexes = [
-            models.Index(fields=["merged_into", "name", "id"], name="asset_live_list_order"),
-            models.Index(fields=["merged_into", "updated_at", "id"], name="asset_live_list_updated"),
+            models.Index(fields=["name", "id"], name="asset_live_list_order", condition=Q(merged_into__isnull=True)),
+            models.Index(fields=["updated_at", "id"], name="asset_live_list_updated",
+                         condition=Q(merged_into__isnull=True)),
         ]
 
     def __str__(self):
