@@ -7,6 +7,7 @@ import pytest
 from django.db.models import Q
 
 from syncplane.integrations.engine import run_sync, start_sync
+from syncplane.inventory import api as inventory_api
 from syncplane.inventory.models import Asset, AssetSource
 
 pytestmark = pytest.mark.django_db
@@ -32,19 +33,33 @@ def test_a_filter_the_inventory_does_not_have_is_refused_not_ignored(api_as, ser
     assert "external_id" in response.data
 
 
-def test_a_search_pages_through_every_match_in_id_order_and_the_plain_list_stays_in_name_order(api_as, servicenow):
+@pytest.mark.parametrize("window", [3, 5_000])  # 3: the page is not found in the window, the rare-term path
+def test_a_search_pages_through_every_match_in_id_order_both_ways(api_as, servicenow, monkeypatch, window):
+    monkeypatch.setattr(inventory_api, "SEARCH_WINDOW", window)
     run_sync(start_sync(servicenow).pk)
     viewer = api_as("viewer")
     word = AssetSource.objects.order_by("id")[0].asset.name[:3]
-    matches, url, params = [], "/api/v1/assets/", {"search": word, "page_size": 2}
+    searched = ("name", "serial_number", "hostname", "fqdn", "asset_tag", "ip_address", "owner_email", "assigned_to")
+    expected = sorted(str(asset.pk) for asset in Asset.objects.filter(merged_into__isnull=True).filter(
+        reduce(or_, (Q(**{f"{field}__icontains": word}) for field in searched))))
+    assert len(expected) > 4
+
+    pages, url, params = [], "/api/v1/assets/", {"search": word, "page_size": 2}
     while url:
         page = viewer.get(url, params).data
-        matches += [asset["id"] for asset in page["results"]]
-        url, params = page["next"], None
-    searched = ("name", "serial_number", "hostname", "fqdn", "asset_tag", "ip_address", "owner_email", "assigned_to")
-    expected = Asset.objects.filter(merged_into__isnull=True).filter(
-        reduce(or_, (Q(**{f"{field}__icontains": word}) for field in searched)))
-    assert len(matches) > 2 and matches == sorted(str(asset.pk) for asset in expected)
+        pages.append([asset["id"] for asset in page["results"]])
+        last, url, params = page, page["next"], None
+    assert [asset_id for page in pages for asset_id in page] == expected
+    back, url = [], last["previous"]
+    while url:
+        page = viewer.get(url).data
+        back.insert(0, [asset["id"] for asset in page["results"]])
+        url = page["previous"]
+    assert back == pages[:-1]
 
-    listed = viewer.get("/api/v1/assets/", {"page_size": 200}).data["results"]
+
+def test_the_plain_list_stays_in_name_order(api_as, servicenow):
+    run_sync(start_sync(servicenow).pk)
+    listed = api_as("viewer").get("/api/v1/assets/", {"page_size": 200}).data["results"]
+    assert len(listed) > 10
     assert [(a["name"], a["id"]) for a in listed] == sorted((a["name"], a["id"]) for a in listed)

@@ -207,6 +207,10 @@ class AssetFilter(filters.FilterSet):
                   "hostname", "assigned_to"]
 
 
+# How many live assets, in id order, a search page first reads to find its matches (see _search_page).
+SEARCH_WINDOW = 5_000
+
+
 class AssetCursorPagination(StrictCursorPagination):
     ordering = ("name", "id")
     page_size = 50
@@ -214,11 +218,34 @@ class AssetCursorPagination(StrictCursorPagination):
     def get_ordering(self, request, queryset, view):
         # A search is answered in id order (random, so matches are spread evenly through it), not name order:
         # a common word matches a large part of a big inventory, its matches can sit together anywhere in the
-        # name order, and ordering them by name means reading them all (seconds at 1,000,000 assets). In id order
-        # the page's 50 come after a few hundred rows, and a rare term is a trigram-index lookup either way.
-        if request.query_params.get(api_settings.SEARCH_PARAM, "").strip():
-            return ("id",)
-        return self.ordering
+        # name order, and ordering them by name means reading them all (seconds at 1,000,000 assets).
+        return ("id",) if _searching(request) else self.ordering
+
+    def paginate_queryset(self, queryset, request, view=None):
+        if _searching(request):
+            queryset = queryset.filter(pk__in=self._search_page(queryset, request))
+        return super().paginate_queryset(queryset, request, view)
+
+    def _search_page(self, queryset, request) -> list:
+        """The ids of the matches the page can show (and the one after it), found without leaving the plan to
+        the database's guess of how common the term is: a wrong guess either walks every row in id order for a
+        rare term or sorts every match of a common one. First the next SEARCH_WINDOW live assets in id order are
+        checked by id: a term in 1% of the assets or more fills the page there. Otherwise the term is rare, and
+        all its further matches are few enough to fetch unordered (the trigram indexes on PostgreSQL) and sort."""
+        offset, backwards, position = self.decode_cursor(request) or (0, False, None)
+        wanted = offset + self.get_page_size(request) + 1
+        after = {} if position is None else {"id__lt" if backwards else "id__gt": position}
+        live = Asset.objects.filter(merged_into__isnull=True, **after).order_by("-id" if backwards else "id")
+        window = list(live.values_list("id", flat=True)[:SEARCH_WINDOW])
+        hits = list(queryset.filter(pk__in=window).values_list("id", flat=True))
+        if len(hits) < wanted and len(window) == SEARCH_WINDOW:
+            beyond = {"id__lt" if backwards else "id__gt": window[-1]}
+            hits += queryset.filter(**beyond).order_by().values_list("id", flat=True)
+        return sorted(hits, reverse=backwards)[:wanted]
+
+
+def _searching(request) -> bool:
+    return bool(request.query_params.get(api_settings.SEARCH_PARAM, "").strip())
 
 
 class AssetViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
