@@ -3,9 +3,9 @@
 import base64
 import gc
 import logging
-import weakref
 import socket
 import time
+import weakref
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 from urllib.parse import quote
