@@ -46,8 +46,7 @@ class Command(BaseCommand):
     help = "Benchmark a connector through the sync engine against its simulator (see docs/performance.md)."
 
     def add_arguments(self, parser):
-        parser.add_argument("target", choices=["servicenow", "reconcile", "directory", "mdm", "events", "findings",
-                                               "ui", "parallel", "api"])
+        parser.add_argument("target", choices=list(BENCHES))
         parser.add_argument("--records", type=int, default=None,
                             help="100,000 by default; parallel: per integration, 250,000; api: assets, 1,000,000")
         parser.add_argument("--json", dest="json_path", help="Also write the results to this JSON file")
@@ -66,85 +65,10 @@ class Command(BaseCommand):
         settings.SYNCPLANE_ALLOW_INSECURE_OUTBOUND = True
         test_db = _bench_database()
         try:
-            if target == "servicenow":
-                with simulator(records) as big, simulator(records // 10) as small:
-                    results = Bench(self.stdout, records, steps).run(big, small)
-            elif target == "mdm":  # Apple Business Manager over a CMDB inventory: devtools/bench_mdm.py
-                from syncplane.devtools.bench_mdm import run_mdm_bench
-
-                results = run_mdm_bench(self.stdout, records)
-            elif target == "events":  # the monitoring sinks: devtools/bench_events.py
-                from syncplane.devtools.bench_events import EventsBench, sync_records
-
-                # Two simulators with other devices, so the sync without sinks and the one with them both create.
-                with simulator(sync_records(records), seed=1) as plain, \
-                        simulator(sync_records(records), seed=2) as with_sinks:
-                    results = EventsBench(self.stdout, records).run(plain, with_sinks)
-            elif target == "findings":  # Trivy reports into the findings app; --records: vulnerabilities
-                from syncplane.devtools.bench_findings import FindingsBench
-
-                results = FindingsBench(self.stdout, records).run()
-            elif target == "parallel":  # two Celery workers against one (PostgreSQL, Redis): devtools/bench_parallel.py
-                from syncplane.devtools.bench_parallel import ParallelBench
-
-                def fresh_database():
-                    connection.creation.destroy_test_db(connection.settings_dict["NAME"], verbosity=0)
-                    _bench_database()
-
-                # Two fleets of other seeds: ServiceNow and Jira Assets of one fleet share 60% of their devices.
-                with simulator(records, seed=1) as fleet_a, simulator(records, seed=2) as fleet_b:
-                    results = ParallelBench(self.stdout, records, fresh_database).run({"A": fleet_a, "B": fleet_b})
-            elif target == "api":  # the REST API under gunicorn with N assets: devtools/bench_api.py
-                from syncplane.devtools.bench_api import ApiBench
-
-                results = ApiBench(self.stdout, records).run()
-            elif target == "ui":  # the web pages over an inventory of N assets: devtools/bench_ui.py
-                from syncplane.devtools.bench_ui import run_ui_bench
-
-                with simulator(records) as filled:
-                    results = run_ui_bench(self.stdout, records, filled, Bench(self.stdout, records).integration)
-            elif target == "directory":
-                # Each directory its own domain: user names never meet, so every sync creates its users.
-                with graph_simulator(records, "big.example") as big, \
-                        graph_simulator(records // 10, "small.example") as small, \
-                        graph_simulator(records, "memory-big.example") as memory_big, \
-                        graph_simulator(records // 10, "memory-small.example") as memory_small:
-                    results = DirectoryBench(self.stdout, records).run(big, small, memory_big, memory_small)
-            else:
-                # Different seeds: the devices of one simulator never match those of another.
-                with simulator(records, overlap=0.6, seed=1) as shared, \
-                        simulator(records, overlap=0.0, seed=2) as apart, \
-                        simulator(records // 10, overlap=0.6, seed=3) as small, \
-                        simulator(records, overlap=0.6, seed=4) as fresh:
-                    results = ReconcileBench(self.stdout, records).run(shared, apart, small, fresh)
+            results, targets = BENCHES[target](self.stdout, records, steps)
         finally:
             connection.creation.destroy_test_db(test_db, verbosity=0)
-        targets = {"servicenow": TARGETS, "reconcile": RECONCILE_TARGETS, "directory": DIRECTORY_TARGETS}
-        if target == "mdm":
-            from syncplane.devtools.bench_mdm import MDM_TARGETS
-
-            targets["mdm"] = MDM_TARGETS
-        if target == "events":
-            from syncplane.devtools.bench_events import EVENTS_TARGETS
-
-            targets["events"] = EVENTS_TARGETS
-        if target == "ui":
-            from syncplane.devtools.bench_ui import UI_TARGETS
-
-            targets["ui"] = UI_TARGETS
-        if target == "findings":
-            from syncplane.devtools.bench_findings import TARGETS as FINDINGS_TARGETS
-
-            targets["findings"] = FINDINGS_TARGETS
-        if target == "parallel":
-            from syncplane.devtools.bench_parallel import PARALLEL_TARGETS
-
-            targets["parallel"] = PARALLEL_TARGETS
-        if target == "api":
-            from syncplane.devtools.bench_api import API_TARGETS
-
-            targets["api"] = API_TARGETS
-        self.stdout.write(render(results, targets[target]))
+        self.stdout.write(render(results, targets))
         if json_path:
             with open(json_path, "w") as handle:
                 json.dump(results, handle, indent=2)
@@ -547,3 +471,80 @@ def render(results: dict, targets: dict) -> str:
         target = f"{'>=' if kind == 'min' else '<='} {limit}"
         lines.append(f"{name:<30}{measured:>10}{target:>12}  {'ok' if ok else 'MISSED'}")
     return "\n".join(lines)
+
+
+# --- the benchmarks: each runs in the fresh database and returns (results, {ratio: (limit, "max" or "min")}) ----
+# The larger ones live in modules of their own (devtools/bench_*.py), imported only when asked for.
+
+
+def _servicenow(stdout, records, steps):
+    with simulator(records) as big, simulator(records // 10) as small:
+        return Bench(stdout, records, steps).run(big, small), TARGETS
+
+
+def _reconcile(stdout, records, steps):
+    # Different seeds: the devices of one simulator never match those of another.
+    with simulator(records, overlap=0.6, seed=1) as shared, simulator(records, overlap=0.0, seed=2) as apart, \
+            simulator(records // 10, overlap=0.6, seed=3) as small, simulator(records, overlap=0.6, seed=4) as fresh:
+        return ReconcileBench(stdout, records).run(shared, apart, small, fresh), RECONCILE_TARGETS
+
+
+def _directory(stdout, records, steps):
+    # Each directory its own domain: user names never meet, so every sync creates its users.
+    with graph_simulator(records, "big.example") as big, \
+            graph_simulator(records // 10, "small.example") as small, \
+            graph_simulator(records, "memory-big.example") as memory_big, \
+            graph_simulator(records // 10, "memory-small.example") as memory_small:
+        return DirectoryBench(stdout, records).run(big, small, memory_big, memory_small), DIRECTORY_TARGETS
+
+
+def _mdm(stdout, records, steps):  # Apple Business Manager over a CMDB inventory
+    from syncplane.devtools.bench_mdm import MDM_TARGETS, run_mdm_bench
+
+    return run_mdm_bench(stdout, records), MDM_TARGETS
+
+
+def _events(stdout, records, steps):  # the monitoring sinks
+    from syncplane.devtools.bench_events import EVENTS_TARGETS, EventsBench, sync_records
+
+    # Two simulators with other devices, so the sync without sinks and the one with them both create.
+    with simulator(sync_records(records), seed=1) as plain, simulator(sync_records(records), seed=2) as with_sinks:
+        return EventsBench(stdout, records).run(plain, with_sinks), EVENTS_TARGETS
+
+
+def _findings(stdout, records, steps):  # Trivy reports into the findings app; records: vulnerabilities
+    from syncplane.devtools.bench_findings import TARGETS as FINDINGS_TARGETS
+    from syncplane.devtools.bench_findings import FindingsBench
+
+    return FindingsBench(stdout, records).run(), FINDINGS_TARGETS
+
+
+def _parallel(stdout, records, steps):  # two Celery workers against one (PostgreSQL, Redis)
+    from syncplane.devtools.bench_parallel import PARALLEL_TARGETS, ParallelBench
+
+    def fresh_database():
+        connection.creation.destroy_test_db(connection.settings_dict["NAME"], verbosity=0)
+        _bench_database()
+
+    # Two fleets of other seeds: ServiceNow and Jira Assets of one fleet share 60% of their devices.
+    with simulator(records, seed=1) as fleet_a, simulator(records, seed=2) as fleet_b:
+        return ParallelBench(stdout, records, fresh_database).run({"A": fleet_a, "B": fleet_b}), PARALLEL_TARGETS
+
+
+def _api(stdout, records, steps):  # the REST API under gunicorn with N assets
+    from syncplane.devtools.bench_api import API_TARGETS, ApiBench
+
+    return ApiBench(stdout, records).run(), API_TARGETS
+
+
+def _ui(stdout, records, steps):  # the web pages over an inventory of N assets
+    from syncplane.devtools.bench_ui import UI_TARGETS, run_ui_bench
+
+    with simulator(records) as filled:
+        return run_ui_bench(stdout, records, filled, Bench(stdout, records).integration), UI_TARGETS
+
+
+BENCHES = {
+    "servicenow": _servicenow, "reconcile": _reconcile, "directory": _directory, "mdm": _mdm, "events": _events,
+    "findings": _findings, "ui": _ui, "parallel": _parallel, "api": _api,
+}
