@@ -281,12 +281,13 @@ class ApiBench:
                     begun = time.perf_counter()
                     try:
                         response = await client.get(url)
-                        ok = response.status_code == 200
-                    except httpx.HTTPError:
-                        ok = False
+                        failure = None if response.status_code == 200 else f"HTTP {response.status_code}"
+                    except httpx.HTTPError as exc:
+                        failure = type(exc).__name__
                     latencies[name].append((time.perf_counter() - begun) * 1000)
-                    if not ok:
-                        errors[name] = errors.get(name, 0) + 1
+                    if failure:  # counted by kind and reason, so the report says what went wrong
+                        key = f"{name}: {failure}"
+                        errors[key] = errors.get(key, 0) + 1
                     if think:
                         await asyncio.sleep(think)
 
