@@ -24,6 +24,35 @@ def require_service(name: str, available: bool, why: str = "") -> None:
     pytest.skip(message)
 
 
+def postgres_url() -> str | None:
+    """DATABASE_URL when it names a PostgreSQL server that answers, else None."""
+    url = os.environ.get("DATABASE_URL", "")
+    if not url.startswith(("postgres://", "postgresql://")):
+        return None
+    import psycopg
+
+    try:
+        psycopg.connect(url, connect_timeout=3).close()
+    except psycopg.Error:
+        return None
+    return url
+
+
+def redis_answers(url: str) -> bool:
+    import redis
+
+    try:
+        return bool(redis.Redis.from_url(url, socket_connect_timeout=2).ping())
+    except redis.RedisError:
+        return False
+
+
+def redis_url() -> str | None:
+    """CELERY_BROKER_URL when it names a Redis server that answers, else None."""
+    url = os.environ.get("CELERY_BROKER_URL", "")
+    return url if url.startswith("redis://") and redis_answers(url) else None
+
+
 @pytest.fixture(autouse=True)
 def fresh_cache():
     """Sign-in throttles and lockouts live in the cache, which outlives a test: no test inherits another's."""

@@ -11,8 +11,8 @@ from django.utils import timezone
 
 from syncplane.devtools.bench_api import API_TARGETS
 from syncplane.inventory.models import Asset
-from tests.conftest import require_service
-from tests.devtools.test_bench_parallel import postgres_url, run_bench
+from tests.conftest import postgres_url, require_service
+from tests.devtools.test_bench_parallel import run_bench
 
 
 @pytest.mark.services

@@ -12,35 +12,9 @@ import sys
 import pytest
 
 from syncplane.devtools.bench_parallel import PARALLEL_TARGETS
-from tests.conftest import require_service
+from tests.conftest import postgres_url, redis_url, require_service
 
 RECORDS = 300
-
-
-def postgres_url() -> str | None:
-    url = os.environ.get("DATABASE_URL", "")
-    if not url.startswith(("postgres://", "postgresql://")):
-        return None
-    import psycopg
-
-    try:
-        psycopg.connect(url, connect_timeout=3).close()
-    except psycopg.Error:
-        return None
-    return url
-
-
-def redis_url() -> str | None:
-    url = os.environ.get("CELERY_BROKER_URL", "")
-    if not url.startswith("redis://"):
-        return None
-    import redis
-
-    try:
-        redis.Redis.from_url(url, socket_connect_timeout=2).ping()
-    except redis.RedisError:
-        return None
-    return url
 
 
 def run_bench(target: str, records: int, tmp_path, database: str, broker: str = "") -> tuple[dict, str]:

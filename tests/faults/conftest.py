@@ -27,7 +27,7 @@ from syncplane.celery import app as celery_app
 from syncplane.integrations.choices import AuthType, SystemType
 from syncplane.integrations.models import ExternalSystem
 from syncplane.integrations.secrets import to_reference
-from tests.conftest import require_service
+from tests.conftest import redis_answers, require_service
 
 RECORDS = 10_000
 PAGE_SIZE = 50
@@ -59,15 +59,6 @@ def broker_url() -> str:
     require_service("PostgreSQL", connection.vendor == "postgresql", "set DATABASE_URL=postgres://...")
     parts = urlsplit(url)
     return urlunsplit(parts._replace(path=f"/{BROKER_DB}"))
-
-
-def redis_answers(url: str) -> bool:
-    import redis
-
-    try:
-        return bool(redis.Redis.from_url(url, socket_connect_timeout=2).ping())
-    except redis.RedisError:
-        return False
 
 
 @pytest.fixture(scope="session")

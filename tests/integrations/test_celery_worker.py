@@ -14,20 +14,7 @@ from syncplane.integrations.engine import start_sync
 from syncplane.integrations.models import IntegrationSyncLog
 from syncplane.integrations.tasks import run_integration_sync
 from syncplane.inventory.models import AssetSource
-from tests.conftest import require_service
-
-
-def redis_url() -> str | None:
-    url = os.environ.get("CELERY_BROKER_URL", "")
-    if not url.startswith("redis://"):
-        return None
-    import redis
-
-    try:
-        redis.Redis.from_url(url, socket_connect_timeout=2).ping()
-    except redis.RedisError:
-        return None
-    return url
+from tests.conftest import redis_url, require_service
 
 
 @pytest.mark.services
