@@ -1,6 +1,8 @@
 """The legacy server-token flow (Device Assignment API) end to end: OAuth 1.0a session, X-ADM-Auth-Session
 rotation, fetch then sync cursors, deletions -> sync engine -> inventory, against the simulator over HTTP."""
 
+import time
+
 import pytest
 
 from syncplane.integrations.choices import ErrorKind, RunStatus, SyncMode
@@ -51,7 +53,9 @@ def test_incremental_reads_the_changes_since_the_cursor_and_marks_removed_device
     assert sync(dep).status == RunStatus.SUCCESS
     devices = on_dep_server(apple)
     changed = apple.touch(devices[:3])
-    apple.touch(devices[:1])  # the same device twice: the later change wins, it is read once
+    apple.touch(devices[:1])  # the same device twice in one millisecond: the later change wins, it is read once
+    time.sleep(0.002)
+    apple.touch(devices[1:2])  # and once more a moment later (a newer op_date): still read once
     gone = apple.release(devices[-2:])
     before = apple.stats.as_dict()
     log = sync(dep, SyncMode.INCREMENTAL)

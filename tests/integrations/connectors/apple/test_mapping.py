@@ -105,6 +105,10 @@ def test_the_newest_reading_of_a_serial_wins():
     assert not latest.newer("A", "2025-01-01T00:00:00Z")  # the same reading again
     assert not latest.newer("A", "2024-12-31T00:00:00Z")
     assert latest.newer("A", "2025-02-01T00:00:00Z") and latest.newer("B", "")
+    # A change log lists changes in the order they happened: of two in the same millisecond the later is newer.
+    changes = LatestBySerial(ties_are_newer=True)
+    assert changes.newer("A", "2025-01-01T00:00:00Z") and changes.newer("A", "2025-01-01T00:00:00Z")
+    assert not changes.newer("A", "2024-12-31T00:00:00Z")
 
 
 @pytest.mark.parametrize("sec1", [False, True])

@@ -72,13 +72,16 @@ class LatestBySerial:
     """Which reading of a serial to keep in one run: listings repeat a device that changed while they were
     paged (and DEP's sync repeats a serial per change), and only its newest reading counts."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, ties_are_newer: bool = False) -> None:
+        # A change log lists a device's changes in the order they happened, two of them in the same millisecond
+        # included: there the later of equal readings is the newer. A listing repeats the same reading.
         self._seen: dict[str, str] = {}
+        self.ties_are_newer = ties_are_newer
 
     def newer(self, serial: str, when: str) -> bool:
-        """Record this reading; False when a reading at least as new was already kept."""
+        """Record this reading; False when a newer reading (or, for a listing, the same one) was already kept."""
         previous = self._seen.get(serial)
-        if previous is not None and when <= previous:
+        if previous is not None and (when < previous or (when == previous and not self.ties_are_newer)):
             return False
         self._seen[serial] = when
         return True
@@ -323,20 +326,18 @@ class AppleBusinessManagerConnector(Connector):
             yield from self._dep_stream("fetch", None)
 
     def _dep_stream(self, kind: str, start: str | None) -> Iterator[Page]:
-        latest = LatestBySerial()
+        latest = LatestBySerial(ties_are_newer=True)
         pages, bodies = self._dep_pages(kind, start)
         for body in bodies:
-            records = []
+            records, by_serial = [], {}
             for device in body["devices"]:
-                if not isinstance(device, dict):
-                    records.append(device)
-                    continue
-                serial = serial_of(device.get("serial_number"))
-                if serial and not latest.newer(serial, str(device.get("op_date") or "")):
-                    continue
-                if str(device.get("op_type", "")).lower() in DEP_GONE:
-                    continue  # gone from this MDM server: list_ids no longer lists it, the engine marks it deleted
-                records.append(device)
+                serial = serial_of(device.get("serial_number")) if isinstance(device, dict) else None
+                if not serial:
+                    records.append(device)  # anything else fails in the mapping, as a record error with its payload
+                elif latest.newer(serial, str(device.get("op_date") or "")):
+                    by_serial[serial] = device  # a later change of a device earlier in this page replaces it
+            # A device whose latest change is a removal: list_ids no longer lists it, the engine marks it deleted.
+            records += [d for d in by_serial.values() if str(d.get("op_type", "")).lower() not in DEP_GONE]
             cursor = {"dep": body["cursor"]} if isinstance(body.get("cursor"), str) and body["cursor"] else None
             yield Page(records=records, cursor=cursor,
                        resume=None if pages.finished else {"kind": kind, "cursor": pages.current})
