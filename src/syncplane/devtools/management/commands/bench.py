@@ -40,6 +40,11 @@ TARGETS = {  # ratio name -> (limit, "max" or "min")
 # The servicenow steps, all by default; `--steps full,resync,incremental,memory` skips the fetch floor and the
 # naive path (at 1,000,000 the naive path, scaled from N/10, says nothing new and takes an hour).
 STEPS = ("floor", "full", "resync", "incremental", "naive", "memory")
+# The reconcile steps: the timed syncs (independent, then 60% shared) and the memory syncs under tracemalloc.
+# Apart, the untimed memory step can run while the machine does other work; it reconciles into an inventory of
+# its own either way (simulators with other devices).
+RECONCILE_STEPS = ("overlap", "memory")
+STEPS_OF = {"servicenow": STEPS, "reconcile": RECONCILE_STEPS}
 
 
 class Command(BaseCommand):
@@ -50,17 +55,25 @@ class Command(BaseCommand):
         parser.add_argument("--records", type=int, default=None,
                             help="100,000 by default; parallel: per integration, 250,000; api: assets, 1,000,000")
         parser.add_argument("--json", dest="json_path", help="Also write the results to this JSON file")
-        parser.add_argument("--steps", default=",".join(STEPS),
-                            help=f"servicenow only: the steps to run, comma-separated ({', '.join(STEPS)})")
+        parser.add_argument("--steps", default=None,
+                            help=f"the steps to run, comma-separated, all by default: servicenow ({', '.join(STEPS)}),"
+                            f" reconcile ({', '.join(RECONCILE_STEPS)})")
 
     def handle(self, *args, target, records, json_path, steps, **options):
         if records is None:
             records = {"parallel": 250_000, "api": 1_000_000}.get(target, 100_000)
         if records < 100:
             raise CommandError("--records must be at least 100")
-        steps = {step.strip() for step in steps.split(",") if step.strip()}
-        if unknown := steps - set(STEPS):
-            raise CommandError(f"--steps: unknown {', '.join(sorted(unknown))}; the steps are {', '.join(STEPS)}")
+        known = STEPS_OF.get(target, ())
+        if steps is None:
+            steps = set(known)
+        else:
+            steps = {step.strip() for step in steps.split(",") if step.strip()}
+            if not known:
+                raise CommandError(f"--steps: {target} has no steps to choose from")
+            if unknown := steps - set(known):
+                raise CommandError(f"--steps: unknown {', '.join(sorted(unknown))}; the {target} steps are "
+                                   f"{', '.join(known)}")
         os.environ["SYNCPLANE_ALLOW_INSECURE_OUTBOUND"] = "1"
         settings.SYNCPLANE_ALLOW_INSECURE_OUTBOUND = True
         test_db = _bench_database()
@@ -195,31 +208,33 @@ class ReconcileBench:
             tracemalloc.stop()
         return peak / 2**20
 
-    def run(self, shared: str, apart: str, small: str, fresh: str) -> dict:
+    def run(self, shared: str, apart: str, small: str, fresh: str, steps=RECONCILE_STEPS) -> dict:
         n = self.records
         self.stdout.write(f"Benchmark: reconciliation of three CMDBs, N = {n:,} each, {connection.vendor}")
-        independent = self.three_syncs(apart, "independent")
-        overlapping = self.three_syncs(shared, "60% shared")
-        live = Asset.objects.filter(merged_into__isnull=True, sources__external_system__name__startswith="bench")
-        merged = live.distinct().count()
-        self.stdout.write(f"  assets after both runs: {merged:,} (of {6 * n:,} sources)")
-        peak_small = self.peak(small, "memory N/10")
-        # Memory at N and N/10 on simulators of their own, so both runs reconcile into an inventory of the same
-        # shape (syncing the shared simulator again would give every asset twice the sources).
-        peak_big = self.peak(fresh, "memory N")
-        self.stdout.write(f"  peak memory: {peak_big:.1f} MiB at N, {peak_small:.1f} MiB at N/10")
-        return {
+        results = {
             "records": n,
             "database": connection.vendor,
             "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
             "date": timezone.now().date().isoformat(),
-            "seconds": {"independent": round(independent, 3), "overlapping": round(overlapping, 3)},
-            "peak_memory_mib": {"N": round(peak_big, 1), "N/10": round(peak_small, 1)},
-            "ratios": {
-                "overlapping / independent": round(overlapping / independent, 2),
-                "peak memory N / N/10": round(peak_big / peak_small, 2),
-            },
+            "ratios": {},
         }
+        if "overlap" in steps:
+            independent = self.three_syncs(apart, "independent")
+            overlapping = self.three_syncs(shared, "60% shared")
+            live = Asset.objects.filter(merged_into__isnull=True, sources__external_system__name__startswith="bench")
+            merged = live.distinct().count()
+            self.stdout.write(f"  assets after both runs: {merged:,} (of {6 * n:,} sources)")
+            results["seconds"] = {"independent": round(independent, 3), "overlapping": round(overlapping, 3)}
+            results["ratios"]["overlapping / independent"] = round(overlapping / independent, 2)
+        if "memory" in steps:
+            peak_small = self.peak(small, "memory N/10")
+            # Memory at N and N/10 on simulators of their own, so both runs reconcile into an inventory of the
+            # same shape (syncing the shared simulator again would give every asset twice the sources).
+            peak_big = self.peak(fresh, "memory N")
+            self.stdout.write(f"  peak memory: {peak_big:.1f} MiB at N, {peak_small:.1f} MiB at N/10")
+            results["peak_memory_mib"] = {"N": round(peak_big, 1), "N/10": round(peak_small, 1)}
+            results["ratios"]["peak memory N / N/10"] = round(peak_big / peak_small, 2)
+        return results
 
 
 class Bench:
@@ -486,7 +501,7 @@ def _reconcile(stdout, records, steps):
     # Different seeds: the devices of one simulator never match those of another.
     with simulator(records, overlap=0.6, seed=1) as shared, simulator(records, overlap=0.0, seed=2) as apart, \
             simulator(records // 10, overlap=0.6, seed=3) as small, simulator(records, overlap=0.6, seed=4) as fresh:
-        return ReconcileBench(stdout, records).run(shared, apart, small, fresh), RECONCILE_TARGETS
+        return ReconcileBench(stdout, records).run(shared, apart, small, fresh, steps), RECONCILE_TARGETS
 
 
 def _directory(stdout, records, steps):
