@@ -108,6 +108,9 @@ SYNCPLANE_HEARTBEAT_DEAD_AFTER = env_int("SYNCPLANE_HEARTBEAT_DEAD_AFTER", 3, mi
 # A queued run that no worker has taken yet is usually waiting behind a long one, not dead (tasks survive a
 # worker's death: acks late); only a task lost before it reached the broker leaves one queued for good.
 SYNCPLANE_STALE_QUEUED_SECONDS = env_int("SYNCPLANE_STALE_QUEUED_SECONDS", 6 * 3600, minimum=60)
+# Delivered events are deleted from the outbox this many days after delivery (0 keeps them): each sync writes one
+# per sink, so they would otherwise grow without end. Change requests' messages are kept: they are the CAB's evidence.
+SYNCPLANE_DELIVERED_EVENTS_KEEP_DAYS = env_int("SYNCPLANE_DELIVERED_EVENTS_KEEP_DAYS", 7, minimum=0)
 # A sync task running longer than this is stopped (Celery's soft time limit): its run fails with "stopped after
 # the time limit of N s", keeps its checkpoint, and the worker is free again. The hard limit kills the worker
 # process of a task that could not be stopped (a call that never returns to Python).
@@ -374,6 +377,12 @@ CELERY_BEAT_SCHEDULE["requeue-lost-syncs"] = {
     # Finds running syncs whose heartbeat died with their worker and queues a new attempt from the checkpoint.
     "task": "syncplane.integrations.tasks.requeue_lost_syncs",
     "schedule": 20.0,
+    "options": {"queue": "integrations"},
+}
+CELERY_BEAT_SCHEDULE["prune-delivered-events"] = {
+    # Deletes delivered events older than SYNCPLANE_DELIVERED_EVENTS_KEEP_DAYS, a few thousand rows a statement.
+    "task": "syncplane.integrations.tasks.prune_delivered_events",
+    "schedule": 3600.0,
     "options": {"queue": "integrations"},
 }
 CELERY_BEAT_SCHEDULE["send-metrics-to-sinks"] = {

@@ -283,3 +283,32 @@ def test_a_task_past_its_time_budget_hands_the_rest_to_a_fresh_task(recording_si
     assert ExternalSystem.objects.get(pk=sink.pk).outbox_leased_until is None  # free for the fresh task
     assert deliver_sink_events(sink.pk) == 3 and deliver_sink_events(sink.pk) == 1
     assert recording_sink.calls == [ids[:3], ids[3:6], ids[6:]]
+
+
+def test_delivered_events_leave_the_outbox_after_the_keeping_time_the_rest_stays(recording_sink, settings,
+                                                                                 monkeypatch):
+    settings.SYNCPLANE_DELIVERED_EVENTS_KEEP_DAYS = 7
+    monkeypatch.setattr(outbox, "PRUNE_CHUNK", 2)  # several statements
+    sink = make_sink()
+    old, recent, dead, pending = emit(5), emit(1), emit(1), emit(1)
+    now = timezone.now()
+    events = OutboxMessage.objects.filter(kind="event")
+    events.filter(payload__id__in=old).update(status=OutboxStatus.DELIVERED, delivered_at=now - timedelta(days=8))
+    events.filter(payload__id__in=recent).update(status=OutboxStatus.DELIVERED, delivered_at=now - timedelta(days=6))
+    events.filter(payload__id__in=dead).update(status=OutboxStatus.FAILED, created_at=now - timedelta(days=30))
+    change = OutboxMessage.objects.create(kind="change.create", external_system=sink, subject_type="change",
+                                          subject_id="1", idempotency_key="change-1", status=OutboxStatus.DELIVERED,
+                                          delivered_at=now - timedelta(days=90))
+    assert outbox.prune_delivered_events() == 5
+    left = set(OutboxMessage.objects.filter(kind="event").values_list("payload__id", flat=True))
+    assert left == {*recent, *dead, *pending}
+    assert OutboxMessage.objects.filter(pk=change.pk).exists()  # the CAB's evidence
+    settings.SYNCPLANE_DELIVERED_EVENTS_KEEP_DAYS = 0  # keep them for ever
+    events.filter(payload__id__in=recent).update(delivered_at=now - timedelta(days=400))
+    assert outbox.prune_delivered_events() == 0 and events.count() == 3
+
+
+def test_the_beat_prunes_delivered_events_every_hour(settings):
+    job = settings.CELERY_BEAT_SCHEDULE["prune-delivered-events"]
+    assert job["schedule"] == 3600.0
+    assert job["task"] == outbox.prune_delivered_events_task.name

@@ -39,6 +39,7 @@ from typing import Protocol
 
 import orjson
 from celery import shared_task
+from django.conf import settings
 from django.db import transaction
 from django.db.models import BooleanField, ExpressionWrapper, F, Q
 from django.utils import timezone
@@ -264,6 +265,23 @@ def due_messages(now: datetime | None = None) -> list[int]:
 
 
 
+PRUNE_CHUNK = 2000  # rows per DELETE: short statements, so a sink's delivery never waits long behind one
+
+
+def prune_delivered_events(now: datetime | None = None) -> int:
+    """Delete events delivered more than SYNCPLANE_DELIVERED_EVENTS_KEEP_DAYS ago, a chunk a statement, and say
+    how many. Their ids are never sent again (each event has its own), so nothing can be delivered twice for it.
+    Dead letters and pending events stay, and so do change requests' messages."""
+    days = settings.SYNCPLANE_DELIVERED_EVENTS_KEEP_DAYS
+    if not days:
+        return 0
+    old = OutboxMessage.objects.filter(kind=OutboxKind.EVENT, status=OutboxStatus.DELIVERED,
+                                       delivered_at__lt=(now or timezone.now()) - timedelta(days=days))
+    deleted = 0
+    while ids := list(old.values_list("id", flat=True)[:PRUNE_CHUNK]):
+        deleted += OutboxMessage.objects.filter(id__in=ids).delete()[0]
+    return deleted
+
 # --- Celery tasks ---------------------------------------------------------------------------------------
 # Their names predate the move out of the changes app: queued task messages and the beat's database schedule
 # refer to them by name, so they stay.
@@ -290,6 +308,12 @@ def deliver_due_outbox_messages() -> int:
     for system_id in sinks:
         deliver_events_of_sink.delay(system_id)
     return len(due) + len(sinks)
+
+
+@shared_task(name="syncplane.integrations.tasks.prune_delivered_events")
+def prune_delivered_events_task() -> int:
+    """The beat job (hourly): delivered events past their keeping time leave the outbox."""
+    return prune_delivered_events()
 
 
 # --- events: batches per sink ----------------------------------------------------------------------------

@@ -33,6 +33,7 @@ from syncplane.integrations.outbox import (
     deliver_due_outbox_messages,
     deliver_events_of_sink,
     deliver_outbox_message,
+    prune_delivered_events_task,
     queue_delivery,
 )
 from syncplane.integrations.registry import get_connector_class
@@ -204,6 +205,7 @@ __all__ = [
     "deliver_due_outbox_messages",
     "deliver_events_of_sink",
     "deliver_outbox_message",
+    "prune_delivered_events_task",
     "queue_delivery",
     "queue_sync",
     "requeue_lost_syncs",
