@@ -1,6 +1,7 @@
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from django.db.models import Prefetch
 from django_filters import rest_framework as filters
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import mixins, serializers, viewsets
@@ -15,6 +16,8 @@ from syncplane.inventory.models import CANONICAL_FIELDS, Asset, AssetSource
 class AssetSourceSerializer(serializers.ModelSerializer):
     external_system_name = serializers.CharField(source="external_system.name", read_only=True)
     system_type = serializers.CharField(source="external_system.system_type", read_only=True)
+    last_seen_at = serializers.DateTimeField(source="seen_at", read_only=True,
+                                             help_text="When a sync last read this record.")
 
     class Meta:
         model = AssetSource
@@ -264,7 +267,9 @@ class AssetViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Ge
 
     def get_queryset(self):
         if self.action == "retrieve":  # a merged asset stays reachable by its id, pointing at the survivor
-            return Asset.objects.prefetch_related("sources__external_system")
+            return Asset.objects.prefetch_related(
+                Prefetch("sources", queryset=AssetSource.objects.select_related("external_system", "sighting"))
+            )
         return Asset.objects.filter(merged_into__isnull=True)
 
     def get_serializer_class(self):

@@ -107,7 +107,9 @@ class AssetSource(UUIDModel):
         max_length=64, blank=True, db_index=True, help_text="Lower-case Entra deviceId (Entra, Intune, Defender)."
     )
     first_seen_at = models.DateTimeField()
-    last_seen_at = models.DateTimeField(help_text="When a sync last read this record.")
+    last_seen_at = models.DateTimeField(
+        help_text="When a sync last wrote this record; a later read of it unchanged is its sighting's."
+    )
     updated_at = models.DateTimeField()
     deleted_at = models.DateTimeField(
         null=True, blank=True, help_text="When a complete full sync no longer found it in its system."
@@ -115,13 +117,38 @@ class AssetSource(UUIDModel):
 
     class Meta:
         # The unique index serves the engine's per-page lookup and the deletion scan (by its system prefix);
-        # no index on last_seen_at, which every sync rewrites.
+        # no index on last_seen_at.
         constraints = [
             models.UniqueConstraint(fields=["external_system", "external_id"], name="unique_source_record")
         ]
 
     def __str__(self):
         return f"{self.external_system_id}:{self.external_id}"
+
+    @property
+    def seen_at(self):
+        """When a sync last read this record: written, or read unchanged (its sighting). Select `sighting` with
+        the source when reading many."""
+        try:
+            sighting = self.sighting
+        except SourceSighting.DoesNotExist:
+            return self.last_seen_at
+        return max(self.last_seen_at, sighting.seen_at)
+
+
+class SourceSighting(models.Model):
+    """When a sync last read a source whose record had not changed.
+
+    Apart from the source's row on purpose: a re-sync reads most records unchanged, and moving a time in the
+    wide source row (attributes, raw record) makes PostgreSQL write a new version of the whole row with an
+    entry in each of its indexes. Here it is a row of two columns and one index (docs/performance.md).
+    """
+
+    source = models.OneToOneField(AssetSource, on_delete=models.CASCADE, primary_key=True, related_name="sighting")
+    seen_at = models.DateTimeField()
+
+    def __str__(self):
+        return f"{self.source_id} seen {self.seen_at:%Y-%m-%d %H:%M}"
 
 
 class AssetMerge(models.Model):

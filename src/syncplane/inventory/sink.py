@@ -1,8 +1,8 @@
 """Writes one page of mapped asset records into the inventory, set-based.
 
 Per page: one query reads the existing sources of the page's records (id, fingerprint, deleted mark);
-records whose fingerprint is unchanged only get their last_seen_at moved, in one statement; new and changed
-records are written with executemany. Never one query per record.
+records whose fingerprint is unchanged only get their sighting moved (a narrow row of its own), in one
+statement; new and changed records are written in bulk. Never one query per record.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from datetime import datetime
 from typing import Any, NamedTuple
 
 from django.db import OperationalError, connection, transaction
+from django.db.models import Q
 
 from syncplane.core.bulk import Table, chunks, max_lengths, misfits
 from syncplane.integrations.base import MappedRecord
@@ -22,7 +23,7 @@ from syncplane.integrations.choices import RecordAction
 from syncplane.integrations.errors import RecordError
 from syncplane.integrations.sinks import PlannedChange, check_external_id, fingerprint
 from syncplane.inventory.choices import AssetStatus, AssetType, ComplianceState
-from syncplane.inventory.models import CANONICAL_FIELDS, Asset, AssetSource
+from syncplane.inventory.models import CANONICAL_FIELDS, Asset, AssetSource, SourceSighting
 from syncplane.inventory.reconcile import asset_values
 from syncplane.inventory.reconciler import Reconciler, WriteConflict
 
@@ -245,18 +246,24 @@ class AssetSink:
         self._touch(plan.unchanged_ids, now)
 
     def _touch(self, source_ids: list, now: datetime) -> None:
-        table = AssetSource._meta.db_table
+        """Unchanged records: their sightings move (inserted the first time), the source rows stay as they are."""
+        table = SourceSighting._meta.db_table
         seen_at = self.sources.adapt_value("last_seen_at", now)
         with connection.cursor() as cursor:
             for part in chunks(source_ids):
-                marks = ", ".join(["%s"] * len(part))
-                cursor.execute(f"UPDATE {table} SET last_seen_at = %s WHERE id IN ({marks})",  # noqa: S608
-                               [seen_at, *part])
+                values = ", ".join(["(%s, %s)"] * len(part))
+                cursor.execute(
+                    f"INSERT INTO {table} (source_id, seen_at) VALUES {values} "  # noqa: S608 - placeholders only
+                    "ON CONFLICT (source_id) DO UPDATE SET seen_at = excluded.seen_at",
+                    [value for source_id in part for value in (source_id, seen_at)],
+                )
 
     def unseen(self, seen_before: datetime) -> list[str]:
-        """Live sources of this system that the full pass begun at `seen_before` did not read."""
+        """Live sources of this system that the full pass begun at `seen_before` did not read: neither written
+        nor sighted since."""
         live = AssetSource.objects.filter(
-            external_system_id=self.system_id, deleted_at__isnull=True, last_seen_at__lt=seen_before
+            Q(sighting__isnull=True) | Q(sighting__seen_at__lt=seen_before),
+            external_system_id=self.system_id, deleted_at__isnull=True, last_seen_at__lt=seen_before,
         )
         return list(live.values_list("external_id", flat=True))
 

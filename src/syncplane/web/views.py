@@ -436,7 +436,8 @@ class AssetDetailView(RoleRequiredMixin, DetailView):
     def get_context_data(self, **kwargs):
         context = super().get_context_data(**kwargs)
         asset = self.object
-        sources = list(asset.sources.select_related("external_system").order_by("deleted_at", "first_seen_at"))
+        sources = list(asset.sources.select_related("external_system", "sighting")
+                       .order_by("deleted_at", "first_seen_at"))
         by_id = {str(source.id): source for source in sources}
         context.update(
             attributes=[
