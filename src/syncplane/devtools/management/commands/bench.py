@@ -362,6 +362,8 @@ class Bench:
             _, peak = tracemalloc.get_traced_memory()
         finally:
             tracemalloc.stop()
+        if log.status != RunStatus.SUCCESS:  # a peak of part of a run says nothing
+            raise CommandError(f"{label}: sync ended {log.status}: {log.error_summary}")
         mib = peak / 2**20
         self.say(f"  {label:<28} {mib:8.1f} MiB (read {log.records_read})")
         return mib
