@@ -162,7 +162,10 @@ def test_a_refused_second_sync_says_how_to_cancel_the_first(servicenow):
         sync("ServiceNow test", "--no-progress")
 
 
-def test_ctrl_c_cancels_the_run_keeps_its_checkpoint_and_says_so_in_one_line(servicenow, simulator):
+def test_ctrl_c_cancels_the_run_keeps_its_checkpoint_and_says_so_in_one_line(servicenow, simulator,
+                                                                             transactional_db):
+    # Autocommit, as the command runs: inside a test's transaction, a query PostgreSQL cancels for the Ctrl-C would
+    # leave the whole transaction aborted, which a real run (whose pages are transactions of their own) never is.
     simulator.servicenow.inject_fault("slow", delay=0.4, count=None)
     # Ctrl-C is SIGINT to the process; Python raises KeyboardInterrupt in the main thread, wherever it is.
     timer = threading.Timer(1.0, os.kill, (os.getpid(), signal.SIGINT))
