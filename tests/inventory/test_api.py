@@ -58,6 +58,24 @@ def test_a_search_pages_through_every_match_in_id_order_both_ways(api_as, servic
     assert back == pages[:-1]
 
 
+@pytest.mark.parametrize("window", [3, 5_000])
+def test_a_search_keeps_the_filters_beside_it_including_those_through_the_sources(api_as, servicenow,
+                                                                                  monkeypatch, window):
+    monkeypatch.setattr(inventory_api, "SEARCH_WINDOW", window)
+    run_sync(start_sync(servicenow).pk)
+    first = AssetSource.objects.order_by("id")[0].asset
+    word, status = first.name[:3], first.status
+    matching = Asset.objects.filter(merged_into__isnull=True, name__icontains=word)
+    expected = sorted(str(pk) for pk in matching.filter(status=status, sources__external_system=servicenow)
+                      .values_list("id", flat=True).distinct())
+    assert 0 < len(expected) < matching.count()
+
+    found = api_as("viewer").get("/api/v1/assets/", {"search": word, "status": status,
+                                                    "source_system": servicenow.pk, "page_size": 200})
+    assert found.status_code == 200
+    assert [asset["id"] for asset in found.data["results"]] == expected
+
+
 def test_the_plain_list_stays_in_name_order(api_as, servicenow):
     run_sync(start_sync(servicenow).pk)
     listed = api_as("viewer").get("/api/v1/assets/", {"page_size": 200}).data["results"]

@@ -1,6 +1,7 @@
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from django.db import connection
 from django.db.models import Prefetch
 from django_filters import rest_framework as filters
 from drf_spectacular.utils import extend_schema_field
@@ -233,18 +234,36 @@ class AssetCursorPagination(StrictCursorPagination):
         """The ids of the matches the page can show (and the one after it), found without leaving the plan to
         the database's guess of how common the term is: a wrong guess either walks every row in id order for a
         rare term or sorts every match of a common one. First the next SEARCH_WINDOW live assets in id order are
-        checked by id: a term in 1% of the assets or more fills the page there. Otherwise the term is rare, and
-        all its further matches are few enough to fetch unordered (the trigram indexes on PostgreSQL) and sort."""
+        checked (`_matches_among`): a term in 1% of the assets or more fills the page there. Otherwise the term is
+        rare, and all its further matches are few enough to fetch unordered (the trigram indexes on PostgreSQL)
+        and sort."""
         offset, backwards, position = self.decode_cursor(request) or (0, False, None)
         wanted = offset + self.get_page_size(request) + 1
         after = {} if position is None else {"id__lt" if backwards else "id__gt": position}
         live = Asset.objects.filter(merged_into__isnull=True, **after).order_by("-id" if backwards else "id")
-        window = list(live.values_list("id", flat=True)[:SEARCH_WINDOW])
-        hits = list(queryset.filter(pk__in=window).values_list("id", flat=True))
-        if len(hits) < wanted and len(window) == SEARCH_WINDOW:
-            beyond = {"id__lt" if backwards else "id__gt": window[-1]}
-            hits += queryset.filter(**beyond).order_by().values_list("id", flat=True)
+        hits = _matches_among(queryset, live[:SEARCH_WINDOW])
+        if len(hits) < wanted:
+            window_end = live.values_list("id", flat=True)[SEARCH_WINDOW - 1:SEARCH_WINDOW].first()
+            if window_end is not None:
+                beyond = {"id__lt" if backwards else "id__gt": window_end}
+                hits += queryset.filter(**beyond).order_by().values_list("id", flat=True)
         return sorted(hits, reverse=backwards)[:wanted]
+
+
+def _matches_among(queryset, rows) -> list:
+    """The ids of `queryset`'s assets among `rows` (a sliced query of assets), in one query that reads those rows
+    and tests each: `rows` stands in for the asset table as a derived table of the same name, and a database
+    never pushes a condition into a subquery with a LIMIT, so the search cannot be planned as an index scan of
+    the whole table (for a term it wrongly takes for rare, the trigram indexes: 50 ms at 1,000,000 assets)."""
+    table = connection.ops.quote_name(Asset._meta.db_table)
+    rows_sql, rows_params = rows.query.sql_with_params()
+    matches_sql, matches_params = queryset.order_by().values_list("id", flat=True).query.sql_with_params()
+    select, found, rest = matches_sql.partition(f" FROM {table}")
+    if not found or "%s" in select:
+        raise ValueError(f"not a query of assets with a parameterless select: {matches_sql[:200]}")
+    with connection.cursor() as cursor:
+        cursor.execute(f"{select} FROM ({rows_sql}) {table}{rest}", (*rows_params, *matches_params))
+        return [Asset._meta.pk.to_python(row[0]) for row in cursor.fetchall()]
 
 
 def _searching(request) -> bool:
