@@ -34,7 +34,7 @@ from datetime import datetime
 
 from werkzeug.wrappers import Request, Response
 
-from .base import FaultInjector, SimulatorApp, Stats, json_response, read_json
+from .base import JSON_UTF8, FaultInjector, SimulatorApp, Stats, json_response, read_json
 from .devices import MAKES, PLACEHOLDER_SERIALS, device_hash, device_identity
 from .jira_service_management import JiraServiceManagementSimulator
 
@@ -346,6 +346,7 @@ class JiraAssetsSimulator(SimulatorApp):
         max_page_size: int = 500,
         type_attributes_in_search: bool = True,
         islast_bug: bool = True,
+        cache_records: int = 20_000,
     ):
         if records < 0 or not 0 <= overlap <= 1:
             raise ValueError("records must be >= 0 and overlap between 0 and 1")
@@ -360,6 +361,10 @@ class JiraAssetsSimulator(SimulatorApp):
         self.max_page_size = max_page_size
         self.type_attributes_in_search = type_attributes_in_search
         self.islast_bug = islast_bug
+        # Searched objects are rendered once and kept as JSON text (up to cache_records of them), as a real site
+        # answers from its index: a benchmark then measures the client, not this simulator's rendering.
+        self.cache_records = cache_records
+        self._rendered: OrderedDict[tuple, str] = OrderedDict()
         self.assets_enabled = True  # False: the site has no Assets workspace (not Premium)
         self.permitted = True  # False: the user has no Assets permission (403)
         self.faults = FaultInjector()
@@ -384,6 +389,7 @@ class JiraAssetsSimulator(SimulatorApp):
             self._clock = self._base_updated(max(self.base_records - 1, 0))
             self._mutations = 0
             self._cache: OrderedDict[tuple, list[int]] = OrderedDict()
+            self._rendered.clear()
             self.assets_enabled = True
             self.permitted = True
         self.service_management.reset()
@@ -820,15 +826,35 @@ class JiraAssetsSimulator(SimulatorApp):
         include = request.args.get("includeAttributes", "true").lower() != "false"
         matches = self.select(aql)
         page = matches[start:start + size]
-        values = self._objects(request, page, site, data_center=False)
-        if not include:
-            for obj in values:
-                obj["attributes"] = []
         is_last = start + len(page) >= len(matches) or (self.islast_bug and asked >= 1000)
-        body = {"startAt": start, "maxResults": size, "total": len(matches), "isLast": is_last, "values": values}
+        body = {"startAt": start, "maxResults": size, "total": len(matches), "isLast": is_last}
         if include and self.type_attributes_in_search:
             body["objectTypeAttributes"] = self._page_type_attributes(page, data_center=False)
-        return json_response(body)
+        if not include:
+            body["values"] = [{**obj, "attributes": []} for obj in self._objects(request, page, site, False)]
+            return json_response(body)
+        head = json_response(body).get_data(as_text=True)
+        return Response(f'{head[:-1]},"values":{self._rendered_objects(request, page, site)}}}',
+                        content_type=JSON_UTF8)
+
+    def _rendered_objects(self, request: Request, page: list[int], site: str) -> str:
+        """The page's Cloud objects as a JSON array, each rendered once for its version (malformed ones never
+        kept)."""
+        broken = self.malformed_for(request, page)
+        rendered = []
+        for i in page:
+            with self._lock:
+                key = (i, self._versions.get(i, 0), self._updated.get(i), site, self.workspace_id)
+                text = self._rendered.get(key)
+            if text is None or i in broken:
+                text = json_response(self.build_object(i, site, malformation=broken.get(i))).get_data(as_text=True)
+                if i not in broken and self.cache_records > 0:
+                    with self._lock:
+                        self._rendered[key] = text
+                        while len(self._rendered) > self.cache_records:
+                            self._rendered.popitem(last=False)
+            rendered.append(text)
+        return "[" + ",".join(rendered) + "]"
 
     def _reads(self, request: Request, rest: str, site: str, data_center: bool) -> Response:
         match = re.fullmatch(r"/object/(\d+)", rest)

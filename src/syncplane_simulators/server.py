@@ -168,7 +168,7 @@ class SimulatorServer:
         self.servicenow = ServiceNowSimulator(records=records, seed=seed, cache_records=cache_records)
         self.vault = VaultSimulator()
         # `overlap`: the share of Jira's and Freshservice's devices that are ServiceNow's too.
-        self.jira = JiraAssetsSimulator(records=records, seed=seed, overlap=overlap)
+        self.jira = JiraAssetsSimulator(records=records, seed=seed, overlap=overlap, cache_records=cache_records)
         self.freshservice = FreshserviceSimulator(records=records, seed=seed, overlap=overlap)
         # Entra ID: a directory of people, not a CMDB; its size does not follow `records`. `graph`: keyword
         # arguments for GraphSimulator (users, devices, page_size, domain, ...), as the directory bench sizes it.

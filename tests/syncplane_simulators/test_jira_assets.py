@@ -262,6 +262,21 @@ def test_malformed_fault_breaks_the_named_objects(jira, sim):
     assert search(jira, ALL_TYPES, size=5).json()["values"][0]["id"] == sim.object_id_for(0)  # consumed
 
 
+def test_objects_rendered_once_answer_as_freshly_rendered_ones_and_follow_touches(jira, sim):
+    first = search(jira, ALL_TYPES, size=20).json()
+    sim.cache_records = 0
+    try:
+        assert search(jira, ALL_TYPES, size=20).json() == first  # kept text == what rendering gives now
+    finally:
+        sim.cache_records = 20_000
+    touched = sim.object_id_for(first_index := sim.index_for(first["values"][3]["id"]))
+    sim.touch(indices=[first_index])
+    again = {v["id"]: v for v in search(jira, f"objectId in ({touched})").json()["values"]}
+    assert again[touched]["updated"] != first["values"][3]["updated"]
+    assert search(jira, ALL_TYPES, size=20, includeAttributes="false").json()["values"][0]["attributes"] == []
+    assert search(jira, ALL_TYPES, size=20).json()["values"][0]["attributes"]  # the kept objects kept theirs
+
+
 def test_control_endpoints(server, sim):
     control = server.url + "/jira/_control"
     assert httpx.post(f"{control}/touch", json={"count": 2}).json()["object_ids"]
