@@ -24,6 +24,7 @@ and the engine confirms candidates with `objectId in (...)` lookups.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -173,6 +174,24 @@ def attribute_value(values: list, kind: Any) -> str:
     return ""
 
 
+@dataclass(frozen=True)
+class ObjectMaps:
+    """The configured maps over the defaults, merged once per connector rather than once per object."""
+
+    attributes: dict[str, str]
+    statuses: dict[str, str]  # folded names
+    types: dict[str, str]  # folded names
+
+    @classmethod
+    def of(cls, attribute_map: dict[str, str] | None = None, status_map: dict[str, str] | None = None,
+           type_map: dict[str, str] | None = None) -> ObjectMaps:
+        # A configured entry wins, and comes first among the attributes.
+        attributes = {**(attribute_map or {}),
+                      **{k: v for k, v in DEFAULT_ATTRIBUTE_MAP.items() if k not in (attribute_map or {})}}
+        return cls(attributes, _folded({**DEFAULT_STATUS_MAP, **(status_map or {})}),
+                   _folded({**DEFAULT_TYPE_MAP, **(type_map or {})}))
+
+
 def map_object(
     raw: Any,
     *,
@@ -180,11 +199,12 @@ def map_object(
     attribute_map: dict[str, str] | None = None,
     status_map: dict[str, str] | None = None,
     type_map: dict[str, str] | None = None,
+    maps: ObjectMaps | None = None,
 ) -> MappedRecord:
     """An Assets object (AQL search or single read, Cloud or Data Center) -> canonical asset attributes.
 
     Attribute names come from `objectTypeAttribute` embedded in each attribute, else from `names` (the page's
-    objectTypeAttributes by id). Pure: no I/O.
+    objectTypeAttributes by id). The maps extend the defaults (`maps`: already merged). Pure: no I/O.
     """
     if not isinstance(raw, dict):
         raise RecordError("record is not an object")
@@ -198,11 +218,8 @@ def map_object(
     attributes = raw.get("attributes", [])
     if not isinstance(attributes, list):
         raise RecordError("attributes is not a list")
-    # Configured maps extend the defaults; a configured entry wins (and comes first among attributes).
-    attribute_map = {**(attribute_map or {}), **{k: v for k, v in DEFAULT_ATTRIBUTE_MAP.items()
-                                                 if k not in (attribute_map or {})}}
-    status_map = _folded({**DEFAULT_STATUS_MAP, **(status_map or {})})
-    type_map = _folded({**DEFAULT_TYPE_MAP, **(type_map or {})})
+    maps = maps or ObjectMaps.of(attribute_map, status_map, type_map)
+    attribute_map, status_map, type_map = maps.attributes, maps.statuses, maps.types
     names = names or {}
 
     by_name: dict[str, tuple[list, Any]] = {}
@@ -374,6 +391,7 @@ class JiraAssetsConnector(Connector):
         except (ZoneInfoNotFoundError, ValueError):
             raise ConfigurationError(f"aql_time_zone: unknown time zone {self.config['aql_time_zone']!r}") from None
         self.cloud = self.config["deployment"] == "cloud"
+        self.maps = ObjectMaps.of(self.config["attribute_map"], self.config["status_map"], self.config["type_map"])
         self.site_url = context.base_url.rstrip("/")
         self._auth = build_auth(context)
         self._secrets = context.secret_values()
@@ -543,13 +561,7 @@ class JiraAssetsConnector(Connector):
         return present
 
     def map_record(self, raw: dict) -> MappedRecord:
-        return map_object(
-            raw,
-            names=self._names,
-            attribute_map=self.config["attribute_map"],
-            status_map=self.config["status_map"],
-            type_map=self.config["type_map"],
-        )
+        return map_object(raw, names=self._names, maps=self.maps)
 
     def external_id(self, raw: Any) -> str:
         object_id = raw.get("id") if isinstance(raw, dict) else None
