@@ -253,6 +253,9 @@ def run_sync(
         run.stop(RunStatus.FAILED, ErrorKind.POLICY,
                  f"stopped after the time limit of {settings.SYNCPLANE_SYNC_TIME_LIMIT_SECONDS} s")
     except KeyboardInterrupt:
+        # Ctrl-C may have landed in a query outside a transaction: PostgreSQL's connection can then be left with
+        # that query in progress, and every later one refused. The end of the run is written on a fresh one.
+        _drop_connection()
         run.stop(RunStatus.CANCELLED, "", "interrupted (Ctrl-C)")
         raise
     except (OperationalError, InterfaceError) as exc:
