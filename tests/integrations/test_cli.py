@@ -167,15 +167,28 @@ def test_ctrl_c_cancels_the_run_keeps_its_checkpoint_and_says_so_in_one_line(ser
     # Autocommit, as the command runs: inside a test's transaction, a query PostgreSQL cancels for the Ctrl-C would
     # leave the whole transaction aborted, which a real run (whose pages are transactions of their own) never is.
     simulator.servicenow.inject_fault("slow", delay=0.4, count=None)
-    # Ctrl-C is SIGINT to the process; Python raises KeyboardInterrupt in the main thread, wherever it is.
-    timer = threading.Timer(1.0, os.kill, (os.getpid(), signal.SIGINT))
-    timer.start()
+    # Ctrl-C is SIGINT to the process; Python raises KeyboardInterrupt in the main thread, wherever it is. It is
+    # pressed once the first page is committed (its progress line written), whatever time that took: the rest of
+    # the pages still take 0.4 s each to come.
     err = StringIO()
+    done = threading.Event()
+
+    def ctrl_c_after_the_first_page():
+        deadline = time.monotonic() + 30
+        while not done.is_set() and time.monotonic() < deadline:
+            if "page 1\n" in err.getvalue():
+                os.kill(os.getpid(), signal.SIGINT)
+                return
+            time.sleep(0.01)
+
+    watcher = threading.Thread(target=ctrl_c_after_the_first_page, daemon=True)
+    watcher.start()
     try:
         with pytest.raises(SystemExit) as exited:
             call_command("sync", "ServiceNow test", stdout=StringIO(), stderr=err)
     finally:
-        timer.cancel()
+        done.set()
+        watcher.join(timeout=30)
     assert exited.value.code == 130
     log = latest_log(servicenow)
     assert log.status == RunStatus.CANCELLED and 1 <= log.pages < 5
