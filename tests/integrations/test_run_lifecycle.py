@@ -3,6 +3,7 @@ by a trigger that took it for dead, and what it leaves on its integration; test-
 
 import logging
 import socket
+import threading
 import time
 from datetime import timedelta
 from unittest import mock
@@ -91,11 +92,21 @@ def test_the_heartbeat_beats_while_the_run_waits_so_no_second_run_starts(service
     committed_at = []
     second_trigger = []
     beat = SyncRun._beat
+    serve = simulator.servicenow.handle
+    hold_next_request, released = threading.Event(), threading.Event()
 
     def slow_source_after_the_first_page(current):
         if current.pages == 1:
-            simulator.servicenow.inject_fault("slow", delay=2.5, count=1)
+            hold_next_request.set()
         committed_at.append(time.monotonic())
+
+    def held_until_the_second_trigger(request):
+        # The source answers the next page only once the second trigger has been tried, however long the run
+        # took to get there (30 s at most: a run that never beats while it waits fails the test).
+        if hold_next_request.is_set():
+            hold_next_request.clear()
+            released.wait(30)
+        return serve(request)
 
     def beat_then_trigger(run):
         beat(run)
@@ -106,8 +117,10 @@ def test_the_heartbeat_beats_while_the_run_waits_so_no_second_run_starts(service
                 second_trigger.append(start_sync(servicenow))
             except SyncAlreadyRunning as refused:
                 second_trigger.append(refused)
+            released.set()
 
-    with mock.patch.object(SyncRun, "_beat", autospec=True, side_effect=beat_then_trigger):
+    with mock.patch.object(simulator.servicenow, "handle", held_until_the_second_trigger), \
+            mock.patch.object(SyncRun, "_beat", autospec=True, side_effect=beat_then_trigger):
         log = run_sync(start_sync(servicenow).pk, progress=slow_source_after_the_first_page)
     assert len(second_trigger) == 1 and isinstance(second_trigger[0], SyncAlreadyRunning)
     assert log.status == RunStatus.SUCCESS and log.records_created == RECORDS
