@@ -97,8 +97,10 @@ if step is None:
 if step.get("child"):
     ignore = "import signal; signal.signal(signal.SIGTERM, signal.SIG_IGN); " if step.get("child_ignores_term") else ""
     child = subprocess.Popen([sys.executable, "-c", ignore + "import time; time.sleep(120)"])
-    with open(os.path.join(HERE, TOOL + ".child"), "w") as handle:
+    # Written whole or not at all: a test that sees the file reads the pid, even if this process is killed next.
+    with open(os.path.join(HERE, TOOL + ".child.tmp"), "w") as handle:
         handle.write(str(child.pid))
+    os.replace(os.path.join(HERE, TOOL + ".child.tmp"), os.path.join(HERE, TOOL + ".child"))
 if step.get("stderr"):
     sys.stderr.write(step["stderr"])
     sys.stderr.flush()

@@ -205,7 +205,8 @@ def test_closing_the_connector_stops_a_running_scan(fake, tmp_path):
     pages = connector.fetch("full")
     thread = threading.Thread(target=lambda: list(pages))
     thread.start()
-    for _ in range(100):
+    deadline = time.monotonic() + 30  # until the scan (a Python script: slow to start under load) has its child
+    while time.monotonic() < deadline:
         if connector.running is not None and (trivy.bin_dir / "trivy.child").exists():
             break
         time.sleep(0.05)
