@@ -69,13 +69,26 @@ def test_the_heartbeat_thread_beats_a_running_log_only_and_stops(servicenow):
     log = start_sync(servicenow)
     old = timezone.now() - timedelta(hours=1)
     IntegrationSyncLog.objects.filter(pk=log.pk).update(heartbeat_at=old)
-    heartbeat = Heartbeat(log.pk, every=0.05).start()
-    time.sleep(0.3)
+    heartbeat = Heartbeat(log.pk, every=0.05)
+    beats, beat = [], heartbeat.beat
+
+    def counted_beat():
+        beat()
+        beats.append(time.monotonic())
+
+    heartbeat.beat = counted_beat
+    heartbeat.start()
+    # Three beats done, however long the thread took to get to them (not a fixed sleep, in which a busy machine
+    # may not have run the thread at all).
+    deadline = time.monotonic() + 30
+    while len(beats) < 3 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert len(beats) >= 3
     log.refresh_from_db()
     assert log.heartbeat_at == old  # queued: not its to beat
 
     IntegrationSyncLog.objects.filter(pk=log.pk).update(status=RunStatus.RUNNING)
-    deadline = time.monotonic() + 5
+    deadline = time.monotonic() + 30
     while IntegrationSyncLog.objects.get(pk=log.pk).heartbeat_at == old and time.monotonic() < deadline:
         time.sleep(0.05)
     assert IntegrationSyncLog.objects.get(pk=log.pk).heartbeat_at > timezone.now() - timedelta(seconds=5)
