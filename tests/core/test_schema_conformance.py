@@ -25,6 +25,8 @@ from syncplane.integrations.engine import run_sync, start_sync
 pytestmark = pytest.mark.django_db
 
 EXAMPLES_PER_OPERATION = 20
+# Seconds of this process's CPU, not of the wall clock: the budget is there to catch too many examples, and a
+# machine busy with other work (CI's database, broker, other tests) does not make the examples more.
 BUDGET_SECONDS = 120
 # Checked with data of their own behind every list: tests/findings/test_schema.py.
 CHECKED_ELSEWHERE = ("/api/v1/findings/", "/api/v1/scans/")
@@ -56,14 +58,14 @@ def data(servicenow, make_user):
 def test_every_operation_keeps_its_schema(wsgi_app, data):
     headers = {"Authorization": f"Token {data.key}"}
     schema = schemathesis.openapi.from_wsgi("/api/schema/?format=json", wsgi_app, headers=headers)
-    started = time.monotonic()
+    started = time.process_time()
     failures, tested = [], []
     for result in schema.get_all_operations():
         operation = result.ok()
         if operation.path.startswith(CHECKED_ELSEWHERE):
             continue
-        if time.monotonic() - started > BUDGET_SECONDS:
-            pytest.fail(f"the time budget ran out after {len(tested)} operations: lower EXAMPLES_PER_OPERATION")
+        if time.process_time() - started > BUDGET_SECONDS:
+            pytest.fail(f"the CPU-time budget ran out after {len(tested)} operations: lower EXAMPLES_PER_OPERATION")
 
         @settings(max_examples=EXAMPLES_PER_OPERATION, derandomize=True, deadline=None, database=None,
                   phases=[Phase.explicit, Phase.generate], suppress_health_check=list(HealthCheck))
