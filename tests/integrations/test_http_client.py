@@ -461,11 +461,13 @@ def test_token_bucket_spaces_requests():
 
 def test_client_rate_limit_sleeps_between_requests(server, make_client, sleeps):
     server.script("/x", OK)
-    client = make_client(rate_limit_per_second=10)
+    # A slot of 2 s (the sleeps are only recorded, so it costs nothing): a request must take 2 s before the next
+    # one no longer needs to wait, where 0.1 s (10 per second) was within reach of a loaded machine.
+    client = make_client(rate_limit_per_second=0.5)
     for _ in range(3):
         client.get("/x")
     assert len(sleeps) == 2
-    assert all(0 < s <= 0.2 for s in sleeps)
+    assert 0 < sleeps[0] <= 2.0 and sleeps[0] < sleeps[1] <= 4.0  # the third waits for the second's slot too
 
 
 def test_parse_retry_after():
