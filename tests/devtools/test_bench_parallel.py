@@ -57,6 +57,7 @@ def test_two_syncs_writing_the_same_device_at_once_make_one_asset():
     """What the bench relies on, step by step: while one sync's page holds a device's serial (not committed yet),
     another sync's page with that serial waits for it, then joins its asset instead of creating a second one."""
     import threading
+    import time
 
     from django.db import connection, transaction
     from django.utils import timezone
@@ -93,7 +94,17 @@ def test_two_syncs_writing_the_same_device_at_once_make_one_asset():
     assert first_written.wait(10)
     waiter = threading.Thread(target=write, args=(systems[1], "b-1", False))
     waiter.start()
-    assert not second_done.wait(1.0), "the second page did not wait for the first one's serial"
+    # Until PostgreSQL shows the second page waiting for a lock (or it ends): on a slow machine a fixed pause
+    # would pass before the second page had even started.
+    deadline = time.monotonic() + 30
+    with connection.cursor() as cursor:
+        while not second_done.is_set() and time.monotonic() < deadline:
+            cursor.execute("SELECT count(*) FROM pg_locks WHERE NOT granted")
+            if cursor.fetchone()[0]:
+                break
+            time.sleep(0.05)
+    assert not second_done.is_set(), "the second page did not wait for the first one's serial"
+    assert time.monotonic() < deadline, "the second page neither waited for a lock nor ended"
     release.set()
     holder.join(10)
     waiter.join(10)
