@@ -36,6 +36,32 @@ def read_json(request: Request) -> dict:
     return value
 
 
+class KeptTexts:
+    """Records rendered as JSON text, kept by a key that names their version, the oldest dropped beyond `limit`
+    (0 keeps none): a second pass over the same data then costs a simulator almost nothing, so a benchmark
+    measures the client, not the rendering."""
+
+    def __init__(self, limit: int):
+        self.limit = limit
+        self._texts: dict[tuple, str] = {}
+        self._lock = threading.Lock()
+
+    def get(self, key: tuple) -> str | None:
+        return self._texts.get(key) if self.limit > 0 else None
+
+    def keep(self, key: tuple, text: str) -> None:
+        if self.limit <= 0:
+            return
+        with self._lock:
+            self._texts[key] = text
+            while len(self._texts) > self.limit:
+                del self._texts[next(iter(self._texts))]
+
+    def clear(self) -> None:
+        with self._lock:
+            self._texts.clear()
+
+
 @dataclass
 class Fault:
     """One planned misbehaviour.

@@ -34,7 +34,7 @@ from datetime import datetime
 
 from werkzeug.wrappers import Request, Response
 
-from .base import JSON_UTF8, FaultInjector, SimulatorApp, Stats, json_response, read_json
+from .base import JSON_UTF8, FaultInjector, KeptTexts, SimulatorApp, Stats, json_response, read_json
 from .devices import MAKES, PLACEHOLDER_SERIALS, device_hash, device_identity
 from .jira_service_management import JiraServiceManagementSimulator
 
@@ -361,10 +361,7 @@ class JiraAssetsSimulator(SimulatorApp):
         self.max_page_size = max_page_size
         self.type_attributes_in_search = type_attributes_in_search
         self.islast_bug = islast_bug
-        # Searched objects are rendered once and kept as JSON text (up to cache_records of them), as a real site
-        # answers from its index: a benchmark then measures the client, not this simulator's rendering.
-        self.cache_records = cache_records
-        self._rendered: OrderedDict[tuple, str] = OrderedDict()
+        self.kept_objects = KeptTexts(cache_records)  # searched objects, by (index, version, updated, site, workspace)
         self.assets_enabled = True  # False: the site has no Assets workspace (not Premium)
         self.permitted = True  # False: the user has no Assets permission (403)
         self.faults = FaultInjector()
@@ -389,7 +386,7 @@ class JiraAssetsSimulator(SimulatorApp):
             self._clock = self._base_updated(max(self.base_records - 1, 0))
             self._mutations = 0
             self._cache: OrderedDict[tuple, list[int]] = OrderedDict()
-            self._rendered.clear()
+            self.kept_objects.clear()
             self.assets_enabled = True
             self.permitted = True
         self.service_management.reset()
@@ -845,14 +842,11 @@ class JiraAssetsSimulator(SimulatorApp):
         for i in page:
             with self._lock:
                 key = (i, self._versions.get(i, 0), self._updated.get(i), site, self.workspace_id)
-                text = self._rendered.get(key)
-            if text is None or i in broken:
+            text = None if i in broken else self.kept_objects.get(key)
+            if text is None:
                 text = json_response(self.build_object(i, site, malformation=broken.get(i))).get_data(as_text=True)
-                if i not in broken and self.cache_records > 0:
-                    with self._lock:
-                        self._rendered[key] = text
-                        while len(self._rendered) > self.cache_records:
-                            self._rendered.popitem(last=False)
+                if i not in broken:
+                    self.kept_objects.keep(key, text)
             rendered.append(text)
         return "[" + ",".join(rendered) + "]"
 

@@ -32,7 +32,7 @@ from urllib.parse import quote, urlencode
 
 from werkzeug.wrappers import Request, Response
 
-from .base import JSON_UTF8, FaultInjector, SimulatorApp, Stats, json_response
+from .base import JSON_UTF8, FaultInjector, KeptTexts, SimulatorApp, Stats, json_response
 from .devices import MAKES, PLACEHOLDER_SERIALS, SITES, device_hash, device_identity, mix32, unmix32
 from .servicenow_common import (
     Query,
@@ -383,10 +383,7 @@ class ServiceNowSimulator(SimulatorApp):
         self._lock = threading.RLock()
         self._auth_lock = threading.Lock()
         self._group_order = lru_cache(maxsize=4096)(self._compute_group_order)
-        # Encoded rows, so a second pass over the same data costs the simulator almost nothing and a
-        # benchmark measures the client. Bounded: the oldest entries go first.
-        self.cache_records = cache_records
-        self._rows: dict[tuple, str] = {}
+        self.kept_rows = KeptTexts(cache_records)  # encoded rows, by (index, version, overlay time, shape)
         self._build_reference_tables()
         # The change tables of the same instance (servicenow_itsm.py).
         self.itsm = ServiceNowItsm(self, seed=seed)
@@ -1027,25 +1024,17 @@ class ServiceNowSimulator(SimulatorApp):
         rows = []
         for i, version, updated in page:
             key = (i, version, updated, shape)
-            row = self._rows.get(key) if i not in broken else None
+            row = self.kept_rows.get(key) if i not in broken else None
             if row is None:
                 raw = self._generate(i, version, updated)
                 if i in broken:
                     self._break(raw, broken[i])
                 row = encoder.encode(raw)
                 if i not in broken:
-                    self._remember(key, row)
+                    self.kept_rows.keep(key, row)
             rows.append(row)
         result = rows[0] if single else "[" + ",".join(rows) + "]"
         return Response('{"result":' + result + "}", content_type=JSON_UTF8)
-
-    def _remember(self, key: tuple, row: str) -> None:
-        if self.cache_records <= 0:
-            return
-        with self._lock:
-            self._rows[key] = row
-            while len(self._rows) > self.cache_records:
-                del self._rows[next(iter(self._rows))]
 
     def _get_one(self, request: Request, table: str, sys_id: str) -> Response:
         i = self.index_for(sys_id)

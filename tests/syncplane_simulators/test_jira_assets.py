@@ -263,12 +263,13 @@ def test_malformed_fault_breaks_the_named_objects(jira, sim):
 
 
 def test_objects_rendered_once_answer_as_freshly_rendered_ones_and_follow_touches(jira, sim):
-    first = search(jira, ALL_TYPES, size=20).json()
-    sim.cache_records = 0
+    search(jira, ALL_TYPES, size=20)  # rendered and kept
+    first = search(jira, ALL_TYPES, size=20).json()  # answered from what was kept
+    sim.kept_objects.limit = 0  # nothing kept is read: every object rendered again
     try:
         assert search(jira, ALL_TYPES, size=20).json() == first  # kept text == what rendering gives now
     finally:
-        sim.cache_records = 20_000
+        sim.kept_objects.limit = 20_000
     touched = sim.object_id_for(first_index := sim.index_for(first["values"][3]["id"]))
     sim.touch(indices=[first_index])
     again = {v["id"]: v for v in search(jira, f"objectId in ({touched})").json()["values"]}
